@@ -1,18 +1,19 @@
 """The reverse diffusion process: the one sampler that RL rollouts and evaluation share.
 
 Follows LLaDA's semi-autoregressive sampler (Nie et al., "Large Language Diffusion Models",
-arXiv 2502.09992, Appendix B): the response region of ``gen_length`` tokens starts as mask
-tokens after the prompt and is split into blocks decoded left to right. Each block gets
-``steps / num_blocks`` steps; at each step the model predicts every position at once, and
-the most confident still-masked positions of the current block are committed. The number
-committed per step is the block's masked count split evenly over its steps, the remainder
-going to the first steps (10 tokens over 4 steps: 3, 3, 2, 2). Confidence is the model's
-probability of its predicted token (``low_confidence`` remasking) or a uniform draw
-(``random`` remasking); with ``temperature > 0`` the prediction is a Gumbel-max sample.
+arXiv 2502.09992, and its released sampler): the response region of ``gen_length`` tokens
+starts as mask tokens after the prompt and is split into blocks decoded left to right.
+Each block gets ``steps / num_blocks`` steps; at each step the model predicts every
+position at once, and the most confident still-masked positions of the current block are
+committed. The number committed per step is the block's masked count split evenly over its
+steps, the remainder going to the first steps (10 tokens over 4 steps: 3, 3, 2, 2).
+Confidence is the model's probability of its predicted token (``low_confidence``
+remasking) or a uniform draw (``random`` remasking); with ``temperature > 0`` the
+prediction is a Gumbel-max sample.
 
-Departures from the reference code, each on purpose:
+Departures from the released sampler, each on purpose:
 - Gumbel-max is computed as ``argmax(logits / T - log(-log u))`` in float64, the same
-  argmax as the reference's ``exp(logits) / (-log u)^T`` without its overflow for large
+  argmax as the released ``exp(logits) / (-log u)^T`` without its overflow for large
   logits. Confidences are log-probabilities (same order as probabilities, no underflow ties).
 - The mask token is never predicted (its logit is set to ``-inf``), so no mask is ever left.
 - Ties in confidence go to the leftmost position (a stable sort), on every device.
@@ -26,7 +27,8 @@ Departures from the reference code, each on purpose:
   ``(B, block_length, V)`` float64 uniforms on the CPU every step would cost more than the
   forward pass. Output is then deterministic per (generator state, device).
 
-Batches: prompts are left-padded, and the attention mask (False = pad) goes to the model.
+Batches: prompts are left-padded, and the attention mask (False = pad) goes to the model
+(``None`` when no row has padding, so hub models can keep their unmasked attention path).
 Positions in the input are plain indices, so a left-padded prompt sits at shifted absolute
 positions compared with the same prompt run alone. Models that derive their positions from
 the attention mask (``cumsum(mask) - 1``, as the built-in model does) see identical inputs
