@@ -54,7 +54,7 @@ def test_grouped_query_attention_and_checkpointing_match():
     model.zero_grad()
     model.set_gradient_checkpointing(True)
     model_logits(model, x).square().sum().backward()
-    for a, p in zip(plain, model.parameters()):
+    for a, p in zip(plain, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, a, rtol=1e-12, atol=1e-12)
 
 
