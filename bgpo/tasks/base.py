@@ -143,7 +143,8 @@ class Task(ABC):
         rng = random.Random(f"bgpo:{self.name}:{split}:{seed}")
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
-        misses, budget = 0, 2000 + 50 * n
+        # Give up after this many draws in a row without a new puzzle of this split.
+        misses, budget = 0, 1000 + int(200 / min(self.test_fraction, 1 - self.test_fraction))
         while len(out) < n:
             example = self.generate(rng)
             key = self.canonical(example)
@@ -156,6 +157,7 @@ class Task(ABC):
                     )
                 continue
             seen.add(key)
+            misses = 0
             out.append(self.with_prompt(example))
         return out
 
