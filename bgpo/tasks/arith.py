@@ -167,8 +167,7 @@ def to_text(node: Node) -> str:
     if isinstance(node.left, BinOp) and prec[node.left.op] < prec[node.op]:
         left = f"({left})"
     if isinstance(node.right, BinOp) and (
-        prec[node.right.op] < prec[node.op]
-        or (prec[node.right.op] == prec[node.op] and node.op in "-/")
+        prec[node.right.op] < prec[node.op] or (prec[node.right.op] == prec[node.op] and node.op in "-/")
     ):
         right = f"({right})"
     return f"{left}{node.op}{right}"

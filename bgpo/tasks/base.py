@@ -23,6 +23,7 @@ import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -122,15 +123,16 @@ class Task(ABC):
         """Reward of one completion text given that example's columns."""
 
     def check_common(self) -> None:
-        """Validate the fields every task has (call from ``__post_init__``)."""
+        """Check option types and the fields every task has (call from ``__post_init__``)."""
+        for f in fields(self):  # type: ignore[arg-type]
+            expected = {"int": int, "float": (int, float), "str": str}.get(str(f.type))
+            value = getattr(self, f.name)
+            if expected and (isinstance(value, bool) or not isinstance(value, expected)):
+                raise ValueError(f"{self.name}: option {f.name} must be {f.type}, got {value!r}")
         if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(
-                f"{self.name}: prompt_style {self.prompt_style!r} is not one of {PROMPT_STYLES}"
-            )
+            raise ValueError(f"{self.name}: prompt_style {self.prompt_style!r} is not one of {PROMPT_STYLES}")
         if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(
-                f"{self.name}: test_fraction must be in (0, 1), got {self.test_fraction}"
-            )
+            raise ValueError(f"{self.name}: test_fraction must be in (0, 1), got {self.test_fraction}")
 
     def with_prompt(self, example: dict[str, Any]) -> dict[str, Any]:
         return {"prompt": self.prompt(example), **example}
@@ -138,6 +140,8 @@ class Task(ABC):
     def examples(self, split: str, n: int, seed: int) -> list[dict[str, Any]]:
         """``n`` distinct puzzles of ``split``, deterministic in ``seed`` (a longer list extends
         a shorter one); raises ``ValueError`` if the options admit fewer distinct puzzles."""
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"{self.name}: number of examples must be an integer >= 0, got {n!r}")
         if split not in SPLITS:
             raise ValueError(f"{self.name}: unknown split {split!r}; valid: {', '.join(SPLITS)}")
         rng = random.Random(f"bgpo:{self.name}:{split}:{seed}")
@@ -161,9 +165,7 @@ class Task(ABC):
             out.append(self.with_prompt(example))
         return out
 
-    def reward(
-        self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
-    ) -> list[float]:
+    def reward(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
         """TRL-signature reward: ``columns`` are lists aligned with ``completions``."""
         n = len(completions)
         data = {}
@@ -194,13 +196,13 @@ class Task(ABC):
             "accuracy": sum(map(self.is_correct, rewards)) / len(rewards),
         }
 
-    def score(
-        self, examples: Sequence[Mapping[str, Any]], completions: Sequence[Any]
-    ) -> list[float]:
-        """Reward of each completion against the example at the same index."""
+    def score(self, examples: Sequence[Mapping[str, Any]], completions: Sequence[Any]) -> list[float]:
+        """Reward of each completion against the example at the same index; like TRL, the
+        reward receives every column the examples share (``prompt`` apart)."""
         if len(examples) != len(completions):
             raise ValueError(f"{len(examples)} examples but {len(completions)} completions")
-        columns = {k: [e[k] for e in examples] for k in self.columns}
+        shared = set.intersection(*(set(e) for e in examples)) if examples else set()
+        columns = {k: [e[k] for e in examples] for k in sorted(shared - {"prompt"})}
         return self.reward([e.get("prompt", "") for e in examples], completions, **columns)
 
 
@@ -213,20 +215,15 @@ class RewardFn:
         self.fn = fn
         self.name = name or getattr(fn, "__qualname__", repr(fn))
 
-    def __call__(
-        self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
-    ) -> list[float]:
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
         out = self.fn(prompts=prompts, completions=completions, **columns)
         n = len(completions)
         if isinstance(out, (str, bytes, Mapping)) or not hasattr(out, "__len__"):
             raise ValueError(
-                f"reward function {self.name} returned {type(out).__name__}; "
-                f"expected a list of {n} floats"
+                f"reward function {self.name} returned {type(out).__name__}; expected a list of {n} floats"
             )
         if len(out) != n:
-            raise ValueError(
-                f"reward function {self.name} returned {len(out)} values for {n} completions"
-            )
+            raise ValueError(f"reward function {self.name} returned {len(out)} values for {n} completions")
         values = []
         for i, value in enumerate(out):
             try:
@@ -235,8 +232,7 @@ class RewardFn:
                 value = math.nan
             if not math.isfinite(value):
                 raise ValueError(
-                    f"reward function {self.name} returned {out[i]!r} at index {i}; "
-                    "expected a finite float"
+                    f"reward function {self.name} returned {out[i]!r} at index {i}; expected a finite float"
                 )
             values.append(value)
         return values
@@ -246,9 +242,7 @@ def load_reward_fn(spec: str) -> RewardFn:
     """Import ``"package.module:function"`` or ``"path/to/file.py:function"`` as a RewardFn."""
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(
-            f"reward function {spec!r}: expected 'module:function' or 'file.py:function'"
-        )
+        raise ValueError(f"reward function {spec!r}: expected 'module:function' or 'file.py:function'")
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
@@ -278,9 +272,7 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             reader = csv.DictReader(handle)
             for row in reader:
                 if None in row:
-                    raise TaskDataError(
-                        f"{path}:{reader.line_num}: more fields than the header has"
-                    )
+                    raise TaskDataError(f"{path}:{reader.line_num}: more fields than the header has")
                 yield reader.line_num, row
         elif suffix in (".jsonl", ".json"):
             for number, line in enumerate(handle, start=1):
@@ -293,14 +285,10 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         f"{path}:{number}: not JSON ({err.msg}); expected one JSON object per line"
                     ) from err
                 if not isinstance(row, dict):
-                    raise TaskDataError(
-                        f"{path}:{number}: expected a JSON object, got {line.strip()[:60]}"
-                    )
+                    raise TaskDataError(f"{path}:{number}: expected a JSON object, got {line.strip()[:60]}")
                 yield number, row
         else:
-            raise TaskDataError(
-                f"{path}: unsupported file type {suffix!r}; expected .csv or .jsonl"
-            )
+            raise TaskDataError(f"{path}: unsupported file type {suffix!r}; expected .csv or .jsonl")
 
 
 class CustomRewardTask(Task):
@@ -327,7 +315,5 @@ class CustomRewardTask(Task):
     def score_one(self, completion: str, **example: Any) -> float:
         return self.reward([""], [completion], **{k: [v] for k, v in example.items()})[0]
 
-    def reward(
-        self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
-    ) -> list[float]:
+    def reward(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
         return self.reward_fn(prompts, completions, **columns)

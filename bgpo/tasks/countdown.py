@@ -169,13 +169,11 @@ class Countdown(Task):
             )
         if not 1 <= self.min_value <= self.max_value:
             raise ValueError(
-                f"countdown: need 1 <= min_value <= max_value, "
-                f"got {self.min_value}, {self.max_value}"
+                f"countdown: need 1 <= min_value <= max_value, got {self.min_value}, {self.max_value}"
             )
         if not 1 <= self.min_target <= self.max_target:
             raise ValueError(
-                f"countdown: need 1 <= min_target <= max_target, "
-                f"got {self.min_target}, {self.max_target}"
+                f"countdown: need 1 <= min_target <= max_target, got {self.min_target}, {self.max_target}"
             )
 
     def generate(self, rng: random.Random) -> dict[str, Any]:
@@ -187,8 +185,7 @@ class Countdown(Task):
                 if built is not None and self.min_target <= built[0] <= self.max_target:
                     return {"numbers": numbers, "target": built[0], "solution": to_text(built[1])}
         raise ValueError(
-            "countdown: no target in [min_target, max_target] is reachable; "
-            "widen the target or value range"
+            "countdown: no target in [min_target, max_target] is reachable; widen the target or value range"
         )
 
     def canonical(self, example: dict[str, Any]) -> str:

@@ -36,9 +36,7 @@ def _units() -> list[tuple[int, ...]]:
     rows = [tuple(range(r * 4, r * 4 + 4)) for r in range(4)]
     cols = [tuple(range(c, SIZE, 4)) for c in range(4)]
     boxes = [
-        tuple((br + r) * 4 + bc + c for r in range(2) for c in range(2))
-        for br in (0, 2)
-        for bc in (0, 2)
+        tuple((br + r) * 4 + bc + c for r in range(2) for c in range(2)) for br in (0, 2) for bc in (0, 2)
     ]
     return rows + cols + boxes
 
@@ -98,9 +96,7 @@ def all_grids() -> tuple[str, ...]:
 
 def is_valid_grid(grid: str) -> bool:
     """True when ``grid`` is a complete grid with 1–4 once in every row, column and box."""
-    return len(grid) == SIZE and all(
-        sorted(grid[i] for i in unit) == list(DIGITS) for unit in UNITS
-    )
+    return len(grid) == SIZE and all(sorted(grid[i] for i in unit) == list(DIGITS) for unit in UNITS)
 
 
 def sudoku_reward(answer: str | None, puzzle: str, solution: str) -> float:
