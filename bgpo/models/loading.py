@@ -11,11 +11,13 @@ import os
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from bgpo.models.base import ModelInterfaceError, special_tokens
 from bgpo.models.llada import LLaDAConfig, LLaDAModelLM
 
 AutoConfig.register("llada", LLaDAConfig, exist_ok=True)
+hf_logging.disable_progress_bar()  # a tiny checkpoint loads in milliseconds; the bar is noise
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
           "float16": torch.float16}

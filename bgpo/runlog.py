@@ -1,0 +1,150 @@
+"""A training run's directory and its live display.
+
+Layout of ``output_dir``: ``config.yaml`` (resolved config), ``metrics.jsonl`` (one line per
+step), ``eval.jsonl`` (one line per evaluation, with sample completions),
+``generations.jsonl``, ``curves.png`` (reward and accuracy), ``summary.json`` and
+``checkpoint/`` (``save_pretrained`` layout). Files are appended line by line and flushed, and
+whole files are written to a temporary name and renamed, so a crash or Ctrl-C never leaves a
+half-written file. An existing non-empty ``output_dir`` is never overwritten: the run goes to
+``output_dir-2``, ``-3``, ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bgpo.config import to_dict
+
+
+def peak_memory_mib() -> float:
+    """Peak accelerator memory if CUDA is in use, else the process's peak resident set."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fresh_dir(path: str) -> str:
+    """``path`` if absent or empty, else the first free ``path-N``."""
+    candidate, n = path, 1
+    while os.path.isdir(candidate) and os.listdir(candidate):
+        n += 1
+        candidate = f"{path}-{n}"
+    os.makedirs(candidate, exist_ok=True)
+    return candidate
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class RunLog:
+    def __init__(self, output_dir: str, cfg, total_steps: int):
+        self.dir = fresh_dir(output_dir)
+        self.total = total_steps
+        self.console = Console(stderr=True)
+        write_atomic(os.path.join(self.dir, "config.yaml"), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self._files = {name: open(os.path.join(self.dir, f"{name}.jsonl"), "a")
+                       for name in ("metrics", "eval", "generations")}
+        self.history: list[dict] = []
+        self.evals: list[tuple[int, float]] = []
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[phase]:<12}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"),
+            console=self.console, transient=True, disable=not self.console.is_terminal)
+        self.task = self.progress.add_task("train", total=total_steps, phase="start", rate="")
+        self.progress.start()
+        self.started = time.perf_counter()
+        self.console.print(f"run directory: {self.dir}")
+
+    def _append(self, name: str, record: dict) -> None:
+        f = self._files[name]
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+    def phase(self, name: str) -> None:
+        self.progress.update(self.task, phase=name)
+
+    def note(self, message: str) -> None:
+        self.console.print(message)
+
+    def write_step(self, metrics: dict, prompts, texts, rewards, n_generations: int) -> None:
+        self.history.append(metrics)
+        self._append("metrics", metrics)
+        for p, c, r in list(zip(prompts, texts, rewards, strict=True))[:n_generations]:
+            self._append("generations", {"step": metrics["step"], "prompt": p, "completion": c, "reward": r})
+        step = metrics["step"]
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / step * (self.total - step)
+        rate = f"{metrics['tokens_per_second']:,.0f} tok/s"
+        self.progress.update(self.task, completed=step, rate=rate)
+        self.console.print(
+            f"step {step}/{self.total}  reward {metrics['reward']:.3f}  acc {metrics['accuracy']:.3f}  "
+            f"loss {metrics['loss']:+.4f}  |d| {metrics['d_abs_mean']:.3g}  "
+            f"rollout {metrics['time/rollout']:.1f}s  update {metrics['time/update']:.1f}s  "
+            f"{rate}  ETA {eta / 60:.1f} min")
+
+    def write_eval(self, step: int, result: dict) -> None:
+        self.evals.append((step, result["accuracy"]))
+        record = {"step": step, "accuracy": result["accuracy"], "reward": result["reward"], "n": result["n"],
+                  "samples": result["samples"][:16]}
+        self._append("eval", record)
+        self.console.print(f"eval @ step {step}: held-out accuracy {result['accuracy']:.3f} "
+                           f"(reward {result['reward']:.3f}, n={result['n']})")
+
+    def save_checkpoint(self, model, tokenizer) -> str:
+        final = os.path.join(self.dir, "checkpoint")
+        tmp = final + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return final
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        if self.history:
+            steps = [m["step"] for m in self.history]
+            ax.plot(steps, [m["reward"] for m in self.history], label="rollout reward", alpha=0.6)
+            ax.plot(steps, [m["accuracy"] for m in self.history], label="rollout accuracy", alpha=0.6)
+        if self.evals:
+            ax.plot(*zip(*self.evals, strict=True), marker="o", label="held-out accuracy (greedy)")
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(self.dir, "curves.png.tmp.png"), dpi=110)
+        plt.close(fig)
+        os.replace(os.path.join(self.dir, "curves.png.tmp.png"), os.path.join(self.dir, "curves.png"))
+
+    def finish(self, model, tokenizer, summary: dict) -> None:
+        self.progress.stop()
+        summary = {**summary, "checkpoint": self.save_checkpoint(model, tokenizer), "run_dir": self.dir}
+        self.plot()
+        write_atomic(os.path.join(self.dir, "summary.json"), json.dumps(summary, indent=2))
+        for f in self._files.values():
+            f.close()
+        before, after = summary.get("accuracy_before"), summary.get("accuracy_after")
+        if before is not None and after is not None:
+            self.console.print(f"held-out accuracy: before {before:.3f}  after {after:.3f}  "
+                               f"({100 * (after - before):+.1f} points)")
+        print(json.dumps(summary), file=sys.stdout, flush=True)

@@ -1,0 +1,184 @@
+"""The RL loop (ALGORITHM §4, Algorithm 1): rollout → score → advantages → update → log.
+
+One step: draw ``prompts_per_step`` prompts, sample ``num_generations`` responses each with the
+shared sampler (θ_old = the current θ), score them with the task's reward, compute group
+advantages, draw ``n_t`` masks per response, then run the objective through the streaming
+update — on-policy one optimizer step, off-policy (``mu > 1``) one step per mini-batch with
+``ℓ_old`` computed once before the first. Held-out accuracy (greedy, same sampler, same
+reward code) is measured before training, every ``eval_every`` steps and at the end.
+
+Everything a run writes goes to ``train.output_dir``: ``config.yaml`` (resolved),
+``metrics.jsonl`` (TRL's names where they exist), ``generations.jsonl``, ``eval.jsonl``,
+``curves.png``, ``summary.json`` and ``checkpoint/``. Ctrl-C stops after saving all of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+
+from bgpo import runlog
+from bgpo.algorithms import get_objective, group_advantages
+from bgpo.evaluate import encode_prompts, evaluate
+from bgpo.masking import draw_masks
+from bgpo.models import load_model
+from bgpo.rollout import RolloutBatch
+from bgpo.sampler import SamplerConfig, decode_completions, generate
+from bgpo.tasks import get_task, load_examples
+from bgpo.train_config import TrainConfig
+from bgpo.update import compute_old, streaming_update
+
+
+@dataclass
+class Rollouts:
+    batch: RolloutBatch
+    rewards: torch.Tensor  # (N,) float
+    texts: list[str]
+    prompts: list[str]
+    lengths: torch.Tensor  # (N,) completion length before the first EOS
+
+
+def build_objective(cfg: TrainConfig):
+    a = cfg.algo
+    options = {"normalisation": a.normalisation}
+    if a.name == "diffu-grpo":
+        options.update(beta=a.beta, p_mask_prompt=a.p_mask_prompt, clip_eps=a.clip_eps or 0.2)
+    else:
+        options.update(clip_eps=a.clip_eps, dual_clip=a.dual_clip)
+    return get_objective(a.name, **options)
+
+
+def task_data(cfg: TrainConfig):
+    """The task and its (train, held-out) examples, generated or read from files."""
+    t = cfg.task
+    task = get_task(t.name, reward=t.reward or None, prompt_style=t.prompt_style, **t.options)
+    if t.train_file:
+        train = load_examples(t.train_file, task)
+    else:
+        train = task.examples("train", t.train_size, seed=cfg.train.seed)
+    held_out = (load_examples(t.eval_file, task, limit=t.eval_size) if t.eval_file
+                else task.examples("test", t.eval_size, seed=cfg.train.seed))
+    return task, train, held_out
+
+
+def sampler_configs(cfg: TrainConfig) -> tuple[SamplerConfig, SamplerConfig]:
+    r = cfg.rollout
+    rollout = SamplerConfig(r.gen_length, r.steps, r.block_length, r.temperature, r.remasking)
+    greedy = SamplerConfig(r.gen_length, r.eval_steps or r.steps, r.block_length, 0.0, r.remasking)
+    return rollout, greedy
+
+
+def collect_rollouts(model, tokenizer, task, examples, cfg, sampler, generator) -> Rollouts:
+    """Sample G responses per prompt, score them, and package the update's batch."""
+    g_size = cfg.train.num_generations
+    repeated = [e for e in examples for _ in range(g_size)]
+    device = next(model.parameters()).device
+    ids, mask = encode_prompts(tokenizer, [e["prompt"] for e in repeated], device)
+    gen = generate(model, ids, mask, sampler, generator=generator)
+    texts = decode_completions(tokenizer, gen)
+    rewards = torch.tensor(task.score(repeated, texts), dtype=torch.float64)
+    adv = group_advantages(rewards, g_size, scale=cfg.algo.scale_advantages)
+    draws = draw_masks(len(repeated), cfg.algo.n_t, generator, cfg.algo.timesteps, cfg.algo.weighting)
+    positions = torch.arange(sampler.gen_length, device=device)
+    completion_mask = positions[None, :] <= gen.eos_position[:, None]  # up to and incl. first EOS
+    batch = RolloutBatch(gen.sequences, gen.attention_mask, gen.prompt_length, adv, draws,
+                         completion_mask)
+    return Rollouts(batch, rewards, texts, [e["prompt"] for e in repeated], gen.lengths.cpu())
+
+
+def optimise(model, objective, optimizer, batch: RolloutBatch, cfg: TrainConfig, ref_model, generator):
+    """One on-policy step, or ``mu`` off-policy steps over mini-batches; returns mean metrics."""
+    a, t = cfg.algo, cfg.train
+    model.train()
+    old = None
+    if t.mu > 1:
+        old = compute_old(model, objective, batch, a.mc_batch_size)
+    order = torch.randperm(batch.num_responses, generator=generator) if t.mu > 1 else (
+        torch.arange(batch.num_responses))
+    collected: list[dict[str, float]] = []
+    for rows in order.chunk(t.mu):
+        optimizer.zero_grad(set_to_none=False)
+        metrics = streaming_update(
+            model, objective, batch.select(rows), old=None if old is None else old[rows],
+            ref_model=ref_model, mc_batch_size=a.mc_batch_size,
+            micro_batch_size=a.micro_batch_size or None)
+        params = [p for p in model.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+        metrics["grad_norm"] = norm.item()
+        optimizer.step()
+        collected.append(metrics)
+    return {k: sum(m[k] for m in collected) / len(collected) for k in collected[0]}
+
+
+def step_metrics(step: int, roll: Rollouts, update: dict, task, timings: dict, g_size: int) -> dict:
+    grouped = roll.rewards.view(-1, g_size)
+    out = {
+        "step": step,
+        "reward": roll.rewards.mean().item(),
+        "reward_std": grouped.std(dim=1).mean().item() if g_size > 1 else 0.0,
+        "frac_reward_zero_std": (grouped.std(dim=1) == 0).double().mean().item() if g_size > 1 else 1.0,
+        "accuracy": task.metrics(roll.rewards.tolist())["accuracy"],
+        "completions/mean_length": roll.lengths.double().mean().item(),
+    }
+    out.update({k: v for k, v in update.items()})
+    out.update({f"time/{k}": v for k, v in timings.items()})
+    out["tokens_per_second"] = update["tokens"] / max(timings["update"], 1e-9)
+    out["peak_memory_mib"] = runlog.peak_memory_mib()
+    return out
+
+
+def run_eval(model, tokenizer, task, held_out, greedy, log: runlog.RunLog, step: int) -> float:
+    result = evaluate(model, tokenizer, task, held_out, greedy,
+                      progress=lambda done, total: log.phase(f"eval {done}/{total}"))
+    log.write_eval(step, result)
+    return result["accuracy"]
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run the whole loop; returns the summary (accuracy before and after, timings)."""
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    model, tokenizer = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
+    if cfg.model.gradient_checkpointing:
+        model.set_gradient_checkpointing(True)
+    task, train_set, held_out = task_data(cfg)
+    objective = build_objective(cfg)
+    ref_model = copy.deepcopy(model).eval() if objective.uses_reference else None
+    rollout, greedy = sampler_configs(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                                  weight_decay=cfg.train.weight_decay)
+    log = runlog.RunLog(cfg.train.output_dir, cfg, total_steps=cfg.train.steps)
+    summary = {"accuracy_before": run_eval(model, tokenizer, task, held_out, greedy, log, 0)}
+    order = torch.randperm(len(train_set), generator=generator).tolist()
+    start, step = time.perf_counter(), 0
+    try:
+        for step in range(1, cfg.train.steps + 1):
+            first = (step - 1) * cfg.train.prompts_per_step
+            picked = [train_set[order[(first + k) % len(order)]] for k in range(cfg.train.prompts_per_step)]
+            timings = {}
+            t0 = time.perf_counter()
+            log.phase("rollout")
+            roll = collect_rollouts(model, tokenizer, task, picked, cfg, rollout, generator)
+            timings["rollout"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            log.phase("update")
+            upd = optimise(model, objective, optimizer, roll.batch, cfg, ref_model, generator)
+            timings["update"] = time.perf_counter() - t0
+            log.write_step(step_metrics(step, roll, upd, task, timings, cfg.train.num_generations),
+                           roll.prompts, roll.texts, roll.rewards.tolist(), cfg.train.log_generations)
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
+                run_eval(model, tokenizer, task, held_out, greedy, log, step)
+            if cfg.train.max_minutes and time.perf_counter() - start > 60 * cfg.train.max_minutes:
+                log.note(f"time budget of {cfg.train.max_minutes} min reached after step {step}")
+                break
+    except KeyboardInterrupt:
+        summary["interrupted_at_step"] = step
+        log.note(f"interrupted at step {step}: saving the checkpoint and summary")
+        log.finish(model, tokenizer, {**summary, "steps_done": step - 1})
+        raise
+    summary["accuracy_after"] = run_eval(model, tokenizer, task, held_out, greedy, log, step)
+    summary.update(steps_done=step, train_minutes=(time.perf_counter() - start) / 60)
+    log.finish(model, tokenizer, summary)
+    return summary
