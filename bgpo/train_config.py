@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 
 from bgpo import config as cfglib
+from bgpo.algorithms import get_objective
+from bgpo.sampler import SamplerConfig
 
 SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "checkpoints", "countdown-tiny")
@@ -145,6 +147,16 @@ class TrainConfig:
             raise cfglib.ConfigError(f"algo.n_t must be at least 1, got {self.algo.n_t}")
         if self.algo.mc_batch_size < 1:
             raise cfglib.ConfigError(f"algo.mc_batch_size must be at least 1, got {self.algo.mc_batch_size}")
+        try:
+            get_objective(self.algo.name)
+        except ValueError as exc:
+            raise cfglib.ConfigError(f"algo.name: {exc}") from None
+        r = self.rollout
+        for steps in (r.steps, r.eval_steps or r.steps):
+            try:
+                SamplerConfig(r.gen_length, steps, r.block_length, r.temperature, r.remasking)
+            except ValueError as exc:
+                raise cfglib.ConfigError(str(exc).replace("sampler.", "rollout.")) from None
         if self.task.eval_size < 1:
             raise cfglib.ConfigError(f"task.eval_size must be at least 1, got {self.task.eval_size}")
 

@@ -140,11 +140,11 @@ def run_eval(model, tokenizer, task, held_out, greedy, log: runlog.RunLog, step:
 def train(cfg: TrainConfig) -> dict:
     """Run the whole loop; returns the summary (accuracy before and after, timings)."""
     generator = torch.Generator().manual_seed(cfg.train.seed)
+    task, train_set, held_out = task_data(cfg)
+    objective = build_objective(cfg)
     model, tokenizer = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
     if cfg.model.gradient_checkpointing:
         model.set_gradient_checkpointing(True)
-    task, train_set, held_out = task_data(cfg)
-    objective = build_objective(cfg)
     ref_model = copy.deepcopy(model).eval() if objective.uses_reference else None
     rollout, greedy = sampler_configs(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,

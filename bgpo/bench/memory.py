@@ -88,9 +88,11 @@ def _plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for algo in dict.fromkeys(r["algo"] for r in rows):
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]
+    for k, algo in enumerate(dict.fromkeys(r["algo"] for r in rows)):
         pts = [(r["n_t"], r["peak_above_model_mib"]) for r in rows if r["algo"] == algo]
-        ax.plot(*zip(*pts, strict=True), marker="o", label=algo)
+        marker, line = styles[k % len(styles)]
+        ax.plot(*zip(*pts, strict=True), marker=marker, linestyle=line, label=algo, alpha=0.85)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("n_t (Monte-Carlo samples per response)")
     ax.set_ylabel(f"peak memory above model (MiB, {rows[0]['device']})")

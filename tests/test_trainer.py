@@ -1,0 +1,109 @@
+"""Trainer smoke tests, config parsing and the CLI's error handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from bgpo import cli
+from bgpo.config import ConfigError
+from bgpo.models import LLaDAConfig, LLaDAModelLM, char_tokenizer, load_model
+from bgpo.train_config import load_train_config
+from bgpo.trainer import train
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt")
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    model = LLaDAModelLM(LLaDAConfig(vocab_size=len(tok), d_model=32, n_heads=2, n_layers=1,
+                                     mlp_hidden_size=64))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _overrides(ckpt, out, *extra):
+    return [f"model.path={ckpt}", f"train.output_dir={out}", "train.steps=2", "train.prompts_per_step=2",
+            "train.num_generations=4", "task.eval_size=4", "task.train_size=20", "algo.n_t=2",
+            "rollout.gen_length=8", "rollout.steps=4", "rollout.block_length=8",
+            f"task.reward={os.path.join(HERE, 'rewards_for_tests.py')}:digit_fraction", *extra]
+
+
+@pytest.mark.parametrize("algo,mu", [("bgpo", 1), ("vrpo", 2), ("diffu-grpo", 1)])
+def test_two_step_training_changes_parameters_and_writes_the_run(tiny_checkpoint, tmp_path, algo, mu):
+    out = tmp_path / "run"
+    cfg = load_train_config(None, _overrides(tiny_checkpoint, out, f"algo.name={algo}", f"train.mu={mu}"))
+    before = {k: v.clone() for k, v in load_model(tiny_checkpoint)[0].state_dict().items()}
+    summary = train(cfg)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2]
+    for m in lines:
+        assert all(k in m for k in ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
+                                    "accuracy", "time/rollout", "time/update", "peak_memory_mib"))
+        assert torch.isfinite(torch.tensor(m["loss"]))
+    assert lines[0]["samples"] > 0  # the digit reward varies inside groups: not all skipped
+    after = load_model(str(out / "checkpoint"))[0].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert set(os.listdir(out)) >= {"config.yaml", "metrics.jsonl", "eval.jsonl", "generations.jsonl",
+                                    "curves.png", "summary.json", "checkpoint"}
+    assert summary["steps_done"] == 2 and "accuracy_before" in summary
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["algo"]["name"] == algo and resolved["train"]["mu"] == mu
+
+
+def test_existing_run_directory_is_never_overwritten(tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("precious\n")
+    train(load_train_config(None, _overrides(tiny_checkpoint, out, "train.steps=1")))
+    assert (out / "metrics.jsonl").read_text() == "precious\n"
+    assert (tmp_path / "run-2" / "summary.json").exists()
+
+
+def test_config_files_overrides_aliases_and_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("algo:\n  name: vrpo\n  n_t: 4\ntrain:\n  lr: 1.0e-5\n")
+    cfg = load_train_config(str(path), ["max_completion_length=32", "diffusion_steps=8", "block_length=8",
+                                        "n_t=2", "num_generations=4"])
+    assert (cfg.algo.name, cfg.algo.n_t, cfg.train.lr) == ("vrpo", 2, 1e-5)
+    assert (cfg.rollout.gen_length, cfg.rollout.steps, cfg.train.num_generations) == (32, 8, 4)
+    with pytest.raises(ConfigError, match=r"unknown config key 'algo.nt'; did you mean algo.n_t"):
+        load_train_config(None, ["algo.nt=3"])
+    with pytest.raises(ConfigError, match="train.lr: expected a number"):
+        load_train_config(None, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match="ambiguous"):
+        load_train_config(None, ["steps=3"])
+    with pytest.raises(ConfigError, match="must divide the rollout batch"):
+        load_train_config(None, ["train.mu=3"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_train_config(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match=r"rollout.gen_length \(10\) must be a multiple"):
+        load_train_config(None, ["rollout.gen_length=10"])
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["train", "algo.n_tt=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown config key 'algo.n_tt'" in err
+    assert cli.main(["eval", f"model.path={tmp_path / 'nope'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["frobnicate"]) == 2
+    assert cli.main(["train", "algo.name=ppo"]) == 2
+    assert "unknown algorithm 'ppo'" in capsys.readouterr().err
+
+
+def test_cli_help_lists_every_field():
+    done = subprocess.run([sys.executable, "-m", "bgpo.cli", "train", "--help"], capture_output=True,
+                          text=True, check=True)
+    for field in ("n_t", "mc_batch_size", "num_generations", "gen_length", "eval_every", "prompt_style"):
+        assert field in done.stdout
