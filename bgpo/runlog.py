@@ -62,7 +62,8 @@ class RunLog:
         self.evals: list[tuple[int, float]] = []
         self.progress = Progress(
             TextColumn("[bold]{task.fields[phase]:<12}"), BarColumn(),
-            TextColumn("step {task.completed}/{task.total}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"),
+            TextColumn("step {task.completed}/{task.total}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), TextColumn("{task.fields[rate]}"),
             console=self.console, transient=True, disable=not self.console.is_terminal)
         self.task = self.progress.add_task("train", total=total_steps, phase="start", rate="")
         self.progress.start()
