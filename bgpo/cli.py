@@ -59,7 +59,8 @@ def cmd_eval(argv: list[str]) -> None:
     cfg = load_train_config(path, overrides)
     model, tokenizer = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
     task, _, held_out = task_data(cfg)
-    result = evaluate(model, tokenizer, task, held_out, sampler_configs(cfg)[1])
+    result = evaluate(model, tokenizer, task, held_out, sampler_configs(cfg)[1],
+                      chat_template=cfg.model.chat_template)
     print(f"{cfg.task.name}: accuracy {result['accuracy']:.4f}  reward {result['reward']:.4f}  "
           f"n={result['n']}  model={cfg.model.path}")
     if args.out:

@@ -208,3 +208,16 @@ def load(cfg_cls, path: str | None, overrides: list[str], aliases: dict[str, str
 
 def to_dict(cfg) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def commented_yaml(cfg, header: str = "") -> str:
+    """``cfg`` as YAML with each field's help as a comment above it (for files in ``configs/``)."""
+    lines = [f"# {h}" for h in header.splitlines()] if header else []
+    for sec_name, sec in sections(cfg).items():
+        helps = field_help(type(sec))
+        lines.append(f"{sec_name}:")
+        for f in dataclasses.fields(sec):
+            lines.append(f"  # {helps.get(f.name, '')}")
+            dumped = yaml.safe_dump({f.name: getattr(sec, f.name)}, default_flow_style=True, width=1000)
+            lines.append("  " + dumped.strip()[1:-1])
+    return "\n".join(lines) + "\n"

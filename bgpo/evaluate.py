@@ -15,8 +15,19 @@ import torch
 from bgpo.sampler import Generation, SamplerConfig, decode_completions, generate, left_pad
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompt ids and attention mask ``(B, P)`` on ``device``."""
+def encode_prompts(
+    tokenizer, prompts: Sequence[str], device, chat_template: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids and attention mask ``(B, P)`` on ``device``.
+
+    With ``chat_template`` each prompt becomes one user turn of the tokenizer's chat template
+    followed by the assistant prefix (instruct models such as LLaDA-8B-Instruct expect it).
+    """
+    if chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("model.chat_template is set but the tokenizer has no chat template")
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                 add_generation_prompt=True) for p in prompts]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     if any(not x for x in ids):
         raise ValueError("a prompt encodes to zero tokens")
@@ -26,11 +37,11 @@ def encode_prompts(tokenizer, prompts: Sequence[str], device) -> tuple[torch.Ten
 
 def complete(
     model, tokenizer, prompts: Sequence[str], config: SamplerConfig,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, chat_template: bool = False,
 ) -> tuple[Generation, list[str]]:
     """Sample completions of ``prompts``; return the generation and the decoded texts."""
     device = next(model.parameters()).device
-    ids, mask = encode_prompts(tokenizer, prompts, device)
+    ids, mask = encode_prompts(tokenizer, prompts, device, chat_template)
     gen = generate(model, ids, mask, config, generator=generator)
     return gen, decode_completions(tokenizer, gen)
 
@@ -38,6 +49,7 @@ def complete(
 def evaluate(
     model, tokenizer, task, examples: Sequence[dict[str, Any]], config: SamplerConfig,
     batch_size: int = 64, progress: Callable[[int, int], None] | None = None,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Accuracy and mean reward of greedy completions on ``examples``, plus the samples."""
     if config.temperature != 0:
@@ -47,7 +59,8 @@ def evaluate(
     completions: list[str] = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        _, texts = complete(model, tokenizer, [e["prompt"] for e in chunk], config)
+        _, texts = complete(model, tokenizer, [e["prompt"] for e in chunk], config,
+                            chat_template=chat_template)
         completions += texts
         if progress is not None:
             progress(len(completions), len(examples))

@@ -32,6 +32,8 @@ class ModelSection:
     device: str = "cpu"
     # Recompute each block's activations in backward instead of keeping them (less memory).
     gradient_checkpointing: bool = False
+    # Wrap prompts in the tokenizer's chat template (instruct models such as LLaDA-8B-Instruct).
+    chat_template: bool = False
 
 
 @dataclass

@@ -76,7 +76,7 @@ def collect_rollouts(model, tokenizer, task, examples, cfg, sampler, generator) 
     g_size = cfg.train.num_generations
     repeated = [e for e in examples for _ in range(g_size)]
     device = next(model.parameters()).device
-    ids, mask = encode_prompts(tokenizer, [e["prompt"] for e in repeated], device)
+    ids, mask = encode_prompts(tokenizer, [e["prompt"] for e in repeated], device, cfg.model.chat_template)
     gen = generate(model, ids, mask, sampler, generator=generator)
     texts = decode_completions(tokenizer, gen)
     rewards = torch.tensor(task.score(repeated, texts), dtype=torch.float64)
@@ -130,8 +130,8 @@ def step_metrics(step: int, roll: Rollouts, update: dict, task, timings: dict, g
     return out
 
 
-def run_eval(model, tokenizer, task, held_out, greedy, log: runlog.RunLog, step: int) -> float:
-    result = evaluate(model, tokenizer, task, held_out, greedy,
+def run_eval(model, tokenizer, task, held_out, greedy, log: runlog.RunLog, step: int, chat: bool) -> float:
+    result = evaluate(model, tokenizer, task, held_out, greedy, chat_template=chat,
                       progress=lambda done, total: log.phase(f"eval {done}/{total}"))
     log.write_eval(step, result)
     return result["accuracy"]
@@ -147,10 +147,11 @@ def train(cfg: TrainConfig) -> dict:
         model.set_gradient_checkpointing(True)
     ref_model = copy.deepcopy(model).eval() if objective.uses_reference else None
     rollout, greedy = sampler_configs(cfg)
+    chat = cfg.model.chat_template
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                                   weight_decay=cfg.train.weight_decay)
     log = runlog.RunLog(cfg.train.output_dir, cfg, total_steps=cfg.train.steps)
-    summary = {"accuracy_before": run_eval(model, tokenizer, task, held_out, greedy, log, 0)}
+    summary = {"accuracy_before": run_eval(model, tokenizer, task, held_out, greedy, log, 0, chat)}
     order = torch.randperm(len(train_set), generator=generator).tolist()
     start, step = time.perf_counter(), 0
     try:
@@ -169,7 +170,7 @@ def train(cfg: TrainConfig) -> dict:
             log.write_step(step_metrics(step, roll, upd, task, timings, cfg.train.num_generations),
                            roll.prompts, roll.texts, roll.rewards.tolist(), cfg.train.log_generations)
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
-                run_eval(model, tokenizer, task, held_out, greedy, log, step)
+                run_eval(model, tokenizer, task, held_out, greedy, log, step, chat)
             if cfg.train.max_minutes and time.perf_counter() - start > 60 * cfg.train.max_minutes:
                 log.note(f"time budget of {cfg.train.max_minutes} min reached after step {step}")
                 break
@@ -178,7 +179,7 @@ def train(cfg: TrainConfig) -> dict:
         log.note(f"interrupted at step {step}: saving the checkpoint and summary")
         log.finish(model, tokenizer, {**summary, "steps_done": step - 1})
         raise
-    summary["accuracy_after"] = run_eval(model, tokenizer, task, held_out, greedy, log, step)
+    summary["accuracy_after"] = run_eval(model, tokenizer, task, held_out, greedy, log, step, chat)
     summary.update(steps_done=step, train_minutes=(time.perf_counter() - start) / 60)
     log.finish(model, tokenizer, summary)
     return summary

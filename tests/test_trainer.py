@@ -107,3 +107,14 @@ def test_cli_help_lists_every_field():
                           text=True, check=True)
     for field in ("n_t", "mc_batch_size", "num_generations", "gen_length", "eval_every", "prompt_style"):
         assert field in done.stdout
+
+
+def test_chat_template_flag_needs_a_template():
+    from bgpo.evaluate import encode_prompts
+
+    tok = char_tokenizer()
+    with pytest.raises(ValueError, match="no chat template"):
+        encode_prompts(tok, ["1 2>3="], "cpu", chat_template=True)
+    tok.chat_template = "{% for m in messages %}<{{ m['content'] }}>{% endfor %}"
+    ids, mask = encode_prompts(tok, ["1 2>3=", "9>9="], "cpu", chat_template=True)
+    assert tok.decode(ids[0][mask[0]]) == "<1 2>3=>" and not mask[1, 0]
