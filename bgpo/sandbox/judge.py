@@ -157,8 +157,8 @@ def _load(channel: Channel) -> dict | str:
     """The program's top-level names, or why the program did not get that far."""
     try:
         first = channel.receive()
-    except ProgramError:
-        return "the program's process ended before its top-level code finished"
+    except ProgramError as exc:
+        return f"the program did not finish loading: {exc}"
     if isinstance(first, list) and len(first) == 2 and first[0] == "load_error":
         return f"the program failed to load: {first[1]}"
     if not (isinstance(first, list) and len(first) == 2 and first[0] == "manifest"

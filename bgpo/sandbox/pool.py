@@ -57,6 +57,8 @@ class Sandbox:
             raise
         for worker in self._workers:
             worker.isolation = self.isolation
+        # The private uids that programs and judges run under: two per worker.
+        self.uids = tuple(uid for worker in self._workers for uid in worker.uids)
         self._idle: queue.Queue[_Worker] = queue.Queue()
         for worker in self._workers:
             self._idle.put(worker)

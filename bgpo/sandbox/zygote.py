@@ -31,11 +31,15 @@ import time
 
 from bgpo.sandbox import confine, guard, judge, runner, wire
 
+# Imported once here so that each job's processes start with them; in the `uid` fallback
+# they are also the only modules a program can import if the Python installation lies in
+# a directory the sandbox uids cannot enter.
 PRELOAD = (
     "array", "bisect", "calendar", "cmath", "collections", "copy", "dataclasses", "datetime",
-    "decimal", "enum", "fractions", "functools", "hashlib", "heapq", "itertools", "json",
-    "math", "operator", "queue", "random", "re", "socket", "statistics", "string", "struct",
-    "textwrap", "threading", "typing", "unicodedata",
+    "decimal", "encodings.idna", "enum", "fnmatch", "fractions", "functools", "glob",
+    "hashlib", "heapq", "io", "itertools", "json", "math", "operator", "pathlib", "queue",
+    "random", "re", "socket", "statistics", "string", "struct", "textwrap", "threading",
+    "typing", "unicodedata",
 )
 MAX_MESSAGE = 64 << 20  # bytes of one message between judge and runner
 _VERDICT_CAP, _STATUS_CAP = 4 << 20, 1 << 16
@@ -254,7 +258,7 @@ def _spawn(body, fds: list[int]) -> int:
             body()
         except BaseException as exc:  # noqa: B036
             with contextlib.suppress(OSError):
-                os.write(2, f"sandbox: could not start: {type(exc).__name__}: {exc}\n".encode())
+                os.write(2, f"sandbox: process stopped: {type(exc).__name__}: {exc}\n".encode())
         finally:
             os._exit(70)
     return pid
@@ -273,8 +277,8 @@ def _reap(judge_pid: int, runner_pid: int, runner_uid: int) -> dict:
                           "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
                           "cpu_s": usage.ru_utime + usage.ru_stime,
                           "max_rss_mb": usage.ru_maxrss / 1024}
-        if pid == runner_pid:  # leftovers could hold the reply pipe open: end them too
-            confine.kill_uid(runner_uid)
+        if pid == runner_pid and judge_pid not in ended:
+            confine.kill_uid(runner_uid)  # its leftovers could hold the reply pipe open
     return {"runner": ended[runner_pid], "judge": ended[judge_pid]}
 
 
