@@ -32,7 +32,7 @@ def _worker(args: argparse.Namespace) -> dict:
 
     from bgpo.algorithms import get_objective
     from bgpo.masking import draw_masks
-    from bgpo.models import LLaDAConfig, LLaDAModelLM
+    from bgpo.models import LLaDAConfig, LLaDAModelLM, resolve_dtype
     from bgpo.rollout import RolloutBatch
     from bgpo.update import streaming_update
 
@@ -41,7 +41,7 @@ def _worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     cfg = LLaDAConfig(vocab_size=args.vocab, d_model=args.d_model, n_heads=args.heads,
                       n_layers=args.layers, mlp_hidden_size=args.mlp)
-    model = LLaDAModelLM(cfg).to(device).train()
+    model = LLaDAModelLM(cfg).to(device=device, dtype=resolve_dtype(args.dtype)).train()
     n, total = args.responses, args.prompt_length + args.response_length
     seqs = torch.randint(4, args.vocab, (n, total), generator=g).to(device)
     attn = torch.ones(n, total, dtype=torch.bool, device=device)
@@ -70,7 +70,7 @@ def _worker(args: argparse.Namespace) -> dict:
 def _measure(args: argparse.Namespace, algo: str, n_t: int) -> dict:
     cmd = [sys.executable, "-m", "bgpo.bench.memory", WORKER_FLAG, "--algo", algo, "--nt", str(n_t)]
     for key in ("d_model", "heads", "layers", "mlp", "vocab", "prompt_length", "response_length",
-                "responses", "mc_batch_size", "device"):
+                "responses", "mc_batch_size", "dtype", "device"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     # A fixed mmap threshold makes glibc return every large freed block to the OS at once, so
     # the CPU peak RSS measures live tensors rather than the allocator's heap fragmentation.
@@ -116,6 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--response-length", type=int, default=256, help="response tokens L")
     p.add_argument("--responses", type=int, default=1, help="responses in the mini-batch")
     p.add_argument("--mc-batch-size", type=int, default=1, help="MC samples per forward pass")
+    p.add_argument("--dtype", default="float32", help="parameter dtype (float32, bfloat16, ...)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out-dir", default="runs/bench-memory", help="where JSON and PNG go")
 
