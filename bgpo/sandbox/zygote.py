@@ -154,7 +154,8 @@ def _supervise(header: dict, fds: list[int], start: float) -> dict:
         confine.unshare(confine.NAMESPACES)
         confine.make_private()
         workdir = "/tmp"
-    else:
+    else:  # orphans come back to this process, which reaps them all at the end
+        confine.prctl(confine.PR_SET_CHILD_SUBREAPER, 1)
         workdir = tempfile.mkdtemp(prefix="bgpo-sandbox-")
         os.chown(workdir, uids[0], uids[0])
     pipes = {name: os.pipe() for name in ("output", "verdict", "status")}
@@ -219,7 +220,11 @@ def _terminate(init: int, mode: str, uids: list[int]) -> None:
     if mode != "namespaces":
         for uid in uids:
             confine.kill_uid(uid)
-    os.waitpid(init, 0)
+    while True:  # init, and in the uid mode every orphan of the job
+        try:
+            os.wait()
+        except ChildProcessError:
+            break
 
 
 def _init(limits: dict, uids: list[int], mode: str, workdir: str, fds: list[int],
