@@ -301,3 +301,15 @@ def test_non_root_is_refused_with_one_line(tmp_path):
                           env={"PATH": "/usr/bin:/bin"})
     assert done.stdout.strip() == ("bgpo.sandbox cannot isolate programs here: "
                                    "the sandbox must run as root, not uid 65534"), done.stderr
+
+
+def test_a_dead_worker_is_replaced(box):
+    worker = box._workers[0]  # kill the zygote behind the first worker, as a crash would
+    worker.process.kill()
+    worker.process.wait()
+    job = CodeJob("def f():\n    return 1", ("assert f() == 1",))
+    first = worker.run(job, LIMITS)
+    assert (first.status, first.detail) == (
+        "error", "the sandbox worker failed: it was killed by SIGKILL")
+    assert worker.run(job, LIMITS).status == "passed"
+    assert all(r.passed for r in box.map([job] * 4))

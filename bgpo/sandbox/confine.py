@@ -20,7 +20,11 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-NAMESPACES = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+# A zygote takes a mount view and an empty network namespace once, for its lifetime; each
+# job then copies the view and gets its own pid, IPC (SysV objects outlive processes) and
+# UTS namespaces. Jobs of one worker run one after another and share nothing else.
+WORKER_NAMESPACES = CLONE_NEWNS | CLONE_NEWNET
+JOB_NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -109,19 +113,24 @@ def kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def build_filesystem(uid: int, disk_mb: int) -> None:
-    """Give this (new) mount namespace a read-only host view and private scratch space.
+def build_static_view() -> None:
+    """Make this (new, private) mount namespace a read-only view of the host.
 
-    Runs in the namespace's init as root, after `make_private()`. The Python installation
-    is exposed even under directories the sandbox uid could not enter (such as /root);
-    everything else in such directories stays hidden.
+    Runs once per worker, as root. The Python installation is exposed even under
+    directories the sandbox uids could not enter (such as /root), and everything else in
+    such directories is hidden; /dev holds only harmless devices; world-writable spots and
+    host daemons' sockets (/var/tmp, /run) are hidden.
     """
-    _expose_python(uid)
+    _expose_python()
     _remount_all_readonly()
     _mount_dev()
     for path in _HIDDEN_DIRS:
         if os.path.isdir(path) and not os.path.islink(path):
             mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
+
+
+def mount_scratch(uid: int, disk_mb: int) -> None:
+    """Per job, in a copy of the static view: a private /tmp for `uid` and this pid ns's /proc."""
     options = f"size={disk_mb}m,nr_inodes=8192,mode=700,uid={uid},gid={uid}"
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, options)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
@@ -160,7 +169,7 @@ def _mount_dev() -> None:
     mount(None, "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
 
 
-def _expose_python(uid: int) -> None:
+def _expose_python() -> None:
     """Bind the interpreter's directories into empty tmpfs covers of unenterable ancestors."""
     import sys
 
@@ -168,7 +177,7 @@ def _expose_python(uid: int) -> None:
               if p and os.path.isdir(p)}
     covers: dict[str, list[str]] = {}
     for path in sorted(needed):
-        blocked = _first_blocked(path, uid)
+        blocked = _first_blocked(path)
         if blocked and blocked != path and not any(path.startswith(p + "/") for p in needed):
             covers.setdefault(blocked, []).append(path)
     for cover, paths in covers.items():
@@ -182,12 +191,11 @@ def _expose_python(uid: int) -> None:
         os.umask(old)
 
 
-def _first_blocked(path: str, uid: int) -> str | None:
-    """The outermost directory on `path` that `uid` (owning nothing, in no group) can't enter."""
+def _first_blocked(path: str) -> str | None:
+    """The outermost directory on `path` that a uid owning nothing, in no group, can't enter."""
     prefix = ""
     for part in path.strip("/").split("/"):
         prefix += "/" + part
-        st = os.stat(prefix)
-        if st.st_uid != uid and not st.st_mode & stat.S_IXOTH:
+        if not os.stat(prefix).st_mode & stat.S_IXOTH:
             return prefix
     return None

@@ -27,7 +27,7 @@ from bgpo.sandbox.spec import CodeJob, Limits, Result, SandboxError, SandboxUnav
 ISOLATIONS = ("auto", "namespaces", "uid")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from bgpo.sandbox.zygote import main; main(int(sys.argv[2]))")
+         "from bgpo.sandbox.zygote import main; main(int(sys.argv[2]), sys.argv[3])")
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
 _UID_FIRST, _UID_SPAN = 1 << 30, 1 << 29  # private uids: far above any account's
 
@@ -50,13 +50,13 @@ class Sandbox:
         self._workers: list[_Worker] = []
         try:
             for slot in range(workers):
-                self._workers.append(_Worker((base + 2 * slot, base + 2 * slot + 1)))
-            self.isolation, self.fallback_reason = _choose(isolation, self._workers[0].hello)
+                uids = (base + 2 * slot, base + 2 * slot + 1)
+                self._workers.append(_Worker(uids, isolation))
+            hellos = [worker.hello for worker in self._workers]
+            self.isolation, self.fallback_reason = _choose(isolation, hellos)
         except BaseException:
             self.close()
             raise
-        for worker in self._workers:
-            worker.isolation = self.isolation
         # The private uids that programs and judges run under: two per worker.
         self.uids = tuple(uid for worker in self._workers for uid in worker.uids)
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -95,32 +95,36 @@ class Sandbox:
         self.close()
 
 
-def _choose(requested: str, hello: dict) -> tuple[str, str]:
-    available, reason = hello.get("isolation"), hello.get("reason", "")
-    if available is None:
+def _choose(requested: str, hellos: list[dict]) -> tuple[str, str]:
+    """The isolation every worker provides, or SandboxUnavailable saying why there is none."""
+    modes = {hello.get("isolation") for hello in hellos}
+    reason = next((h.get("reason", "") for h in hellos if h.get("reason")), "")
+    if None in modes:
         raise SandboxUnavailable(f"bgpo.sandbox cannot isolate programs here: {reason}")
-    if requested == "namespaces" and available != "namespaces":
+    if requested == "namespaces" and modes != {"namespaces"}:
         raise SandboxUnavailable(f"isolation='namespaces' is unavailable: {reason}")
-    if requested == "uid":
-        return "uid", "isolation='uid' was requested"
-    return available, reason
+    if len(modes) != 1:
+        raise SandboxUnavailable(f"the workers disagree on the isolation available: {reason}")
+    return modes.pop(), reason
 
 
 class _Worker:
     """One zygote process and the socket to it; used by one thread at a time."""
 
-    def __init__(self, uids: tuple[int, int]) -> None:
-        self.uids = uids
-        self.isolation = "namespaces"
+    def __init__(self, uids: tuple[int, int], isolation: str) -> None:
+        self.uids, self.requested = uids, isolation
         self.process: subprocess.Popen | None = None
         self.hello = self._start()
+        self.isolation = self.hello.get("isolation")
+        self.broken = ""
 
     def _start(self) -> dict:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.stderr = tempfile.TemporaryFile()
         with theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno())],
+                [sys.executable, "-I", "-B", "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
+                 self.requested],
                 pass_fds=[theirs.fileno()], env=_ENV, start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
         self.sock = ours
@@ -131,7 +135,9 @@ class _Worker:
         return hello
 
     def run(self, job: CodeJob, limits: Limits) -> Result:
-        header = {"limits": asdict(limits), "uids": list(self.uids), "isolation": self.isolation}
+        if self.broken:
+            return classify({"error": self.broken}, len(job.tests), limits)
+        header = {"limits": asdict(limits), "uids": list(self.uids)}
         spec = {"tests": list(job.tests), "setup": job.setup,
                 "entry_points": None if job.entry_points is None else list(job.entry_points)}
         fds = [_memfd("program", job.program.encode()), _memfd("tests", json.dumps(spec).encode())]
@@ -139,14 +145,13 @@ class _Worker:
             self.sock.settimeout(limits.wall_s + 30)
             socket.send_fds(self.sock, [wire.pack(header)], fds)
             facts = self._receive()
-        except OSError as exc:
-            facts = {"error": f"the sandbox worker stopped responding: {exc}"}
+        except OSError:
+            facts = None
         finally:
             for fd in fds:
                 os.close(fd)
-        if not isinstance(facts, dict):
-            facts = {"error": f"the sandbox worker died: {self._stderr_tail()}"}
-        if "error" in facts:
+        if not isinstance(facts, dict):  # the zygote died or hung: replace it
+            facts = {"error": f"the sandbox worker failed: {self._stderr_tail()}"}
             self._restart()
         return classify(facts, len(job.tests), limits)
 
@@ -157,13 +162,27 @@ class _Worker:
             return None
 
     def _restart(self) -> None:
+        """A fresh zygote, which must provide the same isolation as the one it replaces."""
         self.stop()
-        self._start()
+        try:
+            hello = self._start()
+        except SandboxError as exc:
+            hello = {"reason": str(exc)}
+        if hello.get("isolation") != self.isolation:
+            self.stop()
+            self.broken = (f"the sandbox worker could not be restarted with {self.isolation} "
+                           f"isolation: {hello.get('reason') or 'it now offers ' + repr(hello)}")
 
     def _stderr_tail(self) -> str:
+        """The zygote's last words: its last line of stderr, or how it ended."""
         self.stderr.seek(0)
         lines = self.stderr.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no message"
+        if lines:
+            return lines[-1]
+        code = self.process.poll() if self.process else None
+        if code is not None and code < 0:
+            return f"it was killed by {signal.Signals(-code).name}"
+        return "it stopped answering" if code is None else f"it exited with status {code}"
 
     def stop(self) -> None:
         if self.process is None:

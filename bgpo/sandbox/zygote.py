@@ -46,21 +46,26 @@ _VERDICT_CAP, _STATUS_CAP = 4 << 20, 1 << 16
 _PROBE_UID = 65534
 
 
-def main(sock_fd: int) -> None:
-    """Serve jobs from the parent over the socket `sock_fd` until it is closed."""
+def main(sock_fd: int, isolation: str) -> None:
+    """Serve jobs from the parent over the socket `sock_fd` until it is closed.
+
+    `isolation` is what the parent asked for: "auto" and "namespaces" take namespaces when
+    the probe succeeds, "uid" never does. The first message says what this zygote provides.
+    """
     sock = socket.socket(fileno=sock_fd)
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except ImportError:
             pass
-    wire.write_frame(sock.fileno(), _probe())
+    hello = _probe(isolation)
+    wire.write_frame(sock.fileno(), hello)
     gc.freeze()
     while (job := _receive(sock)) is not None:
         header, fds = job
         pid = os.fork()
         if pid == 0:
-            _supervisor(sock, header, fds)
+            _supervisor(sock, header, fds, hello["isolation"])
         for fd in fds:
             os.close(fd)
         _, status = os.waitpid(pid, 0)
@@ -93,19 +98,20 @@ def _prefixed(first: bytes, sock: socket.socket):
     return read
 
 
-def _probe() -> dict:
+def _probe(requested: str) -> dict:
     """Which isolation works here: 'namespaces', else 'uid', else none (with the reason)."""
     if os.geteuid() != 0:
         return {"isolation": None, "reason": f"the sandbox must run as root, not uid {os.geteuid()}"}
+    if requested == "uid":
+        return {"isolation": "uid", "reason": "isolation='uid' was requested"}
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:
+    if pid == 0:  # rehearse everything a job does, in a throwaway process
         os.close(read_end)
         try:
-            confine.unshare(confine.NAMESPACES)
-            confine.make_private()
-            init = _spawn(_probe_view, [write_end])
-            os.waitpid(init, 0)
+            _enter_worker_namespaces()
+            confine.unshare(confine.JOB_NAMESPACES)
+            os.waitpid(_spawn(_probe_job, [write_end]), 0)
         except BaseException as exc:  # noqa: B036
             os.write(write_end, f"{type(exc).__name__}: {exc}".encode())
         os._exit(0)
@@ -113,15 +119,22 @@ def _probe() -> dict:
     reason = os.read(read_end, 4096).decode(errors="replace")
     os.close(read_end)
     os.waitpid(pid, 0)
-    if reason == "ok":
-        return {"isolation": "namespaces", "reason": ""}
-    return {"isolation": "uid", "reason": reason or "the namespace probe died"}
+    if reason != "ok":
+        return {"isolation": "uid", "reason": reason or "the namespace probe died"}
+    _enter_worker_namespaces()
+    return {"isolation": "namespaces", "reason": ""}
 
 
-def _probe_view() -> None:
-    """In fresh namespaces: build the view and check that even root cannot write to it."""
+def _enter_worker_namespaces() -> None:
+    confine.unshare(confine.WORKER_NAMESPACES)
+    confine.make_private()
+    confine.build_static_view()
+
+
+def _probe_job() -> None:
+    """As a job's init: mount the scratch space, check that even root cannot write the view."""
     try:
-        confine.build_filesystem(_PROBE_UID, 1)
+        confine.mount_scratch(_PROBE_UID, 1)
     except BaseException as exc:  # noqa: B036
         os.write(0, f"{type(exc).__name__}: {exc}".encode())
         return
@@ -133,12 +146,12 @@ def _probe_view() -> None:
         os.write(0, b"ok")
 
 
-def _supervisor(sock: socket.socket, header: dict, fds: list[int]) -> None:
+def _supervisor(sock: socket.socket, header: dict, fds: list[int], mode: str) -> None:
     """Runs in a fork of the zygote; writes exactly one frame, then exits."""
     start = time.monotonic()
     try:
         os.setsid()
-        facts = _supervise(header, fds, start)
+        facts = _supervise(header, fds, start, mode)
     except BaseException as exc:  # noqa: B036
         facts = {"error": f"sandbox failure: {type(exc).__name__}: {exc}"}
     facts["wall_s"] = time.monotonic() - start
@@ -148,10 +161,10 @@ def _supervisor(sock: socket.socket, header: dict, fds: list[int]) -> None:
         os._exit(0)
 
 
-def _supervise(header: dict, fds: list[int], start: float) -> dict:
-    limits, uids, mode = header["limits"], header["uids"], header["isolation"]
+def _supervise(header: dict, fds: list[int], start: float, mode: str) -> dict:
+    limits, uids = header["limits"], header["uids"]
     if mode == "namespaces":
-        confine.unshare(confine.NAMESPACES)
+        confine.unshare(confine.JOB_NAMESPACES)
         confine.make_private()
         workdir = "/tmp"
     else:  # orphans come back to this process, which reaps them all at the end
@@ -235,7 +248,7 @@ def _init(limits: dict, uids: list[int], mode: str, workdir: str, fds: list[int]
         os.setpgid(0, 0)
         confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
         if mode == "namespaces":
-            confine.build_filesystem(uids[0], limits["disk_mb"])
+            confine.mount_scratch(uids[0], limits["disk_mb"])
         else:
             confine.prctl(confine.PR_SET_CHILD_SUBREAPER, 1)
         request_r, request_w = os.pipe()
