@@ -41,7 +41,9 @@ def _worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     cfg = LLaDAConfig(vocab_size=args.vocab, d_model=args.d_model, n_heads=args.heads,
                       n_layers=args.layers, mlp_hidden_size=args.mlp)
-    model = LLaDAModelLM(cfg).to(device=device, dtype=resolve_dtype(args.dtype)).train()
+    with device:  # initialise on the target device: an 8B-sized init on the CPU takes minutes
+        model = LLaDAModelLM(cfg)
+    model = model.to(dtype=resolve_dtype(args.dtype)).train()
     n, total = args.responses, args.prompt_length + args.response_length
     seqs = torch.randint(4, args.vocab, (n, total), generator=g).to(device)
     attn = torch.ones(n, total, dtype=torch.bool, device=device)
