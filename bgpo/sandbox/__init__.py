@@ -11,7 +11,7 @@ docs/sandbox.md states what is guaranteed and what needs a container or VM.
 """
 
 from bgpo.sandbox.jobs import humaneval_job, mbpp_job
-from bgpo.sandbox.pool import ISOLATIONS, Sandbox, classify
+from bgpo.sandbox.pool import ISOLATIONS, Sandbox, classify, default_hidden_paths
 from bgpo.sandbox.spec import (
     STATUSES,
     CodeJob,
@@ -31,6 +31,7 @@ __all__ = [
     "SandboxError",
     "SandboxUnavailable",
     "classify",
+    "default_hidden_paths",
     "humaneval_job",
     "mbpp_job",
 ]

@@ -113,20 +113,34 @@ def kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def build_static_view() -> None:
+def build_static_view(hidden: list[str]) -> list[str]:
     """Make this (new, private) mount namespace a read-only view of the host.
 
     Runs once per worker, as root. The Python installation is exposed even under
     directories the sandbox uids could not enter (such as /root), and everything else in
     such directories is hidden; /dev holds only harmless devices; world-writable spots and
-    host daemons' sockets (/var/tmp, /run) are hidden.
+    host daemons' sockets (/var/tmp, /run) are hidden, and so is every path in `hidden`
+    that is still visible. Returns the paths of `hidden` that were covered.
     """
     _expose_python()
     _remount_all_readonly()
     _mount_dev()
-    for path in _HIDDEN_DIRS:
-        if os.path.isdir(path) and not os.path.islink(path):
-            mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
+    covered = []
+    for path in (*_HIDDEN_DIRS, *hidden):
+        if os.path.lexists(path) and not os.path.islink(path):
+            _cover(path)
+            covered.append(path)
+    return [path for path in covered if path in hidden]
+
+
+def _cover(path: str) -> None:
+    """An empty read-only directory over a directory; an unopenable /dev/null over a file."""
+    flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if os.path.isdir(path):
+        mount("tmpfs", path, "tmpfs", flags, "size=4k")
+    else:
+        mount("/dev/null", path, None, MS_BIND)
+        mount(None, path, None, MS_REMOUNT | MS_BIND | flags)
 
 
 def mount_scratch(uid: int, disk_mb: int) -> None:

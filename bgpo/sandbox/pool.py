@@ -27,36 +27,56 @@ from bgpo.sandbox.spec import CodeJob, Limits, Result, SandboxError, SandboxUnav
 ISOLATIONS = ("auto", "namespaces", "uid")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from bgpo.sandbox.zygote import main; main(int(sys.argv[2]), sys.argv[3])")
+         "from bgpo.sandbox.zygote import main; main(int(sys.argv[2]), *sys.argv[3:5])")
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
 _UID_FIRST, _UID_SPAN = 1 << 30, 1 << 29  # private uids: far above any account's
 
 
+def default_hidden_paths() -> tuple[str, ...]:
+    """Hugging Face caches (datasets, model weights) that exist here: hidden by default, so
+    a program cannot look up reference solutions in a cached copy of its own dataset."""
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join(home, ".cache"))
+    candidates = [os.environ.get(name) for name in (
+        "HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+        "TRANSFORMERS_CACHE")]
+    candidates.append(os.path.join(xdg, "huggingface"))
+    found = {os.path.realpath(p) for p in candidates if p and os.path.exists(p)}
+    return tuple(sorted(found))
+
+
 class Sandbox:
     """Run untrusted programs against trusted tests, `workers` at a time.
+
+    `hidden_paths` are host files or directories that programs must not read even when
+    they are world-readable (datasets with reference solutions, model weights); they are
+    covered in the namespace view. None means `default_hidden_paths()`.
 
     >>> with Sandbox(Limits(wall_s=5), workers=2) as box:
     ...     results = box.map([CodeJob("def f(x): return x + 1", ("assert f(1) == 2",))])
     """
 
     def __init__(self, limits: Limits | None = None, *, workers: int = 2,
-                 isolation: str = "auto") -> None:
+                 isolation: str = "auto", hidden_paths=None) -> None:
         if isolation not in ISOLATIONS:
             raise SandboxError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise SandboxError(f"workers must be a positive integer, got {workers!r}")
         self.limits = limits or Limits()
+        hidden = _check_hidden(default_hidden_paths() if hidden_paths is None else hidden_paths)
         base = _UID_FIRST + 2 * secrets.randbelow(_UID_SPAN // 2 - workers)
         self._workers: list[_Worker] = []
         try:
             for slot in range(workers):
                 uids = (base + 2 * slot, base + 2 * slot + 1)
-                self._workers.append(_Worker(uids, isolation))
+                self._workers.append(_Worker(uids, isolation, hidden))
             hellos = [worker.hello for worker in self._workers]
             self.isolation, self.fallback_reason = _choose(isolation, hellos)
         except BaseException:
             self.close()
             raise
+        # What the namespace view covers (nothing in the uid fallback, which has no view).
+        self.hidden_paths = tuple(self._workers[0].hello.get("hidden", ()))
         # The private uids that programs and judges run under: two per worker.
         self.uids = tuple(uid for worker in self._workers for uid in worker.uids)
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -95,6 +115,17 @@ class Sandbox:
         self.close()
 
 
+def _check_hidden(paths) -> list[str]:
+    if isinstance(paths, str):
+        paths = (paths,)
+    for path in paths:
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise SandboxError(f"hidden_paths must be absolute paths, got {path!r}")
+        if not os.path.exists(path):
+            raise SandboxError(f"hidden path {path} does not exist")
+    return sorted({os.path.realpath(p) for p in paths})
+
+
 def _choose(requested: str, hellos: list[dict]) -> tuple[str, str]:
     """The isolation every worker provides, or SandboxUnavailable saying why there is none."""
     modes = {hello.get("isolation") for hello in hellos}
@@ -111,8 +142,8 @@ def _choose(requested: str, hellos: list[dict]) -> tuple[str, str]:
 class _Worker:
     """One zygote process and the socket to it; used by one thread at a time."""
 
-    def __init__(self, uids: tuple[int, int], isolation: str) -> None:
-        self.uids, self.requested = uids, isolation
+    def __init__(self, uids: tuple[int, int], isolation: str, hidden: list[str]) -> None:
+        self.uids, self.requested, self.hidden = uids, isolation, hidden
         self.process: subprocess.Popen | None = None
         self.hello = self._start()
         self.isolation = self.hello.get("isolation")
@@ -124,7 +155,7 @@ class _Worker:
         with theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-B", "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
-                 self.requested],
+                 self.requested, json.dumps(self.hidden)],
                 pass_fds=[theirs.fileno()], env=_ENV, start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
         self.sock = ours

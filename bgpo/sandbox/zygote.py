@@ -46,11 +46,12 @@ _VERDICT_CAP, _STATUS_CAP = 4 << 20, 1 << 16
 _PROBE_UID = 65534
 
 
-def main(sock_fd: int, isolation: str) -> None:
+def main(sock_fd: int, isolation: str, hidden_json: str) -> None:
     """Serve jobs from the parent over the socket `sock_fd` until it is closed.
 
     `isolation` is what the parent asked for: "auto" and "namespaces" take namespaces when
-    the probe succeeds, "uid" never does. The first message says what this zygote provides.
+    the probe succeeds, "uid" never does. `hidden_json` lists paths to cover in the view.
+    The first message says what this zygote provides.
     """
     sock = socket.socket(fileno=sock_fd)
     for name in PRELOAD:
@@ -58,7 +59,7 @@ def main(sock_fd: int, isolation: str) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    hello = _probe(isolation)
+    hello = _probe(isolation, json.loads(hidden_json))
     wire.write_frame(sock.fileno(), hello)
     gc.freeze()
     while (job := _receive(sock)) is not None:
@@ -98,18 +99,18 @@ def _prefixed(first: bytes, sock: socket.socket):
     return read
 
 
-def _probe(requested: str) -> dict:
+def _probe(requested: str, hidden: list[str]) -> dict:
     """Which isolation works here: 'namespaces', else 'uid', else none (with the reason)."""
     if os.geteuid() != 0:
         return {"isolation": None, "reason": f"the sandbox must run as root, not uid {os.geteuid()}"}
     if requested == "uid":
-        return {"isolation": "uid", "reason": "isolation='uid' was requested"}
+        return {"isolation": "uid", "reason": "isolation='uid' was requested", "hidden": []}
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # rehearse everything a job does, in a throwaway process
         os.close(read_end)
         try:
-            _enter_worker_namespaces()
+            _enter_worker_namespaces(hidden)
             confine.unshare(confine.JOB_NAMESPACES)
             os.waitpid(_spawn(_probe_job, [write_end]), 0)
         except BaseException as exc:  # noqa: B036
@@ -120,15 +121,14 @@ def _probe(requested: str) -> dict:
     os.close(read_end)
     os.waitpid(pid, 0)
     if reason != "ok":
-        return {"isolation": "uid", "reason": reason or "the namespace probe died"}
-    _enter_worker_namespaces()
-    return {"isolation": "namespaces", "reason": ""}
+        return {"isolation": "uid", "reason": reason or "the namespace probe died", "hidden": []}
+    return {"isolation": "namespaces", "reason": "", "hidden": _enter_worker_namespaces(hidden)}
 
 
-def _enter_worker_namespaces() -> None:
+def _enter_worker_namespaces(hidden: list[str]) -> list[str]:
     confine.unshare(confine.WORKER_NAMESPACES)
     confine.make_private()
-    confine.build_static_view()
+    return confine.build_static_view(hidden)
 
 
 def _probe_job() -> None:
