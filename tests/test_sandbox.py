@@ -317,3 +317,15 @@ def test_a_dead_worker_is_replaced(box):
         "error", "the sandbox worker failed: it was killed by SIGKILL")
     assert worker.run(job, LIMITS).status == "passed"
     assert all(r.passed for r in box.map([job] * 4))
+
+
+def test_job_cgroups_are_removed_on_close():
+    try:
+        sandbox = Sandbox(LIMITS, workers=1)
+    except SandboxUnavailable as exc:
+        pytest.skip(str(exc))
+    dirs = list(sandbox._workers[0].cgroups.values())
+    assert (sandbox.job_caps == "cgroup v1") == bool(dirs)
+    assert all(os.path.isdir(d) for d in dirs)
+    sandbox.close()
+    assert not any(os.path.exists(d) for d in dirs)

@@ -79,6 +79,7 @@ def hostile_jobs(host: Host) -> dict[str, CodeJob]:
         "memory_bomb": ("hoard = []\nwhile True:\n    hoard.append(bytearray(1 << 24))\n",
                         ADD_TESTS),
         "huge_allocation": ("x = bytearray(1 << 34)\n", ADD_TESTS),
+        "forked_memory_bomb": (FORKED_MEMORY_BOMB, ADD_TESTS),
         "output_bomb": ("import sys\nwhile True:\n    sys.stdout.write('x' * (1 << 20))\n",
                         ADD_TESTS),
         "raw_output_bomb": (RAW_OUTPUT_BOMB, ADD_TESTS),
@@ -122,6 +123,22 @@ while True:
         os.fork()
     except OSError:
         pass
+"""
+FORKED_MEMORY_BOMB = """
+import os, time
+children = []
+for _ in range(6):  # each child stays under the per-process cap; together they would not
+    pid = os.fork()
+    if pid == 0:
+        block = b"\\x01" * (200 << 20)
+        time.sleep(60)
+        os._exit(0)
+    children.append(pid)
+    time.sleep(0.15)
+time.sleep(0.3)
+ended = [os.waitpid(pid, os.WNOHANG)[1] for pid in children]
+print("killed", sum(status == 9 for status in ended), flush=True)
+time.sleep(60)
 """
 RAW_OUTPUT_BOMB = """
 import os
@@ -323,6 +340,7 @@ def test_sandbox_keeps_working_after_the_battery(battery):
     ("infinite_loop", "timeout", "exceeded the CPU limit of 1 s"),
     ("sleep", "timeout", "exceeded the wall-clock limit of 2.5 s"),
     ("fork_bomb", "timeout", ""),
+    ("forked_memory_bomb", "timeout", "exceeded the wall-clock limit of 2.5 s"),
     ("memory_bomb", "crashed", "the program failed to load: MemoryError"),
     ("huge_allocation", "crashed", "the program failed to load: MemoryError"),
     ("disk_bomb", "crashed", "the program failed to load: OSError: [Errno 27] File too large"),
@@ -347,6 +365,11 @@ def test_limits_held(battery):
     assert 0 < forks < LIMITS.processes
     for name in ("memory_bomb", "huge_allocation"):
         assert results[name].max_rss_mb < LIMITS.memory_mb
+    killed = int(results["forked_memory_bomb"].output.split()[1])
+    if battery["box"].job_caps == "cgroup v1":  # 2 x 256 + 64 MiB for the job: 2 children fit
+        assert killed >= 3
+    else:
+        assert killed == 0  # documented: without cgroups only each process is capped
     for name in ("output_bomb", "raw_output_bomb"):
         result = results[name]
         assert len(result.output) == LIMITS.output_bytes and result.output_truncated

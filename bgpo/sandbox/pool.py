@@ -21,13 +21,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from bgpo.sandbox import wire
+from bgpo.sandbox import cgroups, wire
 from bgpo.sandbox.spec import CodeJob, Limits, Result, SandboxError, SandboxUnavailable
 
 ISOLATIONS = ("auto", "namespaces", "uid")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from bgpo.sandbox.zygote import main; main(int(sys.argv[2]), *sys.argv[3:5])")
+         "from bgpo.sandbox.zygote import main; main(int(sys.argv[2]), *sys.argv[3:6])")
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
 _UID_FIRST, _UID_SPAN = 1 << 30, 1 << 29  # private uids: far above any account's
 
@@ -76,7 +76,9 @@ class Sandbox:
             self.close()
             raise
         # What the namespace view covers (nothing in the uid fallback, which has no view).
-        self.hidden_paths = tuple(self._workers[0].hello.get("hidden", ()))
+        self.hidden_paths = tuple(hellos[0].get("hidden", ()))
+        # "cgroup v1" when whole jobs are capped (memory, tasks, one CPU), else why not.
+        self.job_caps = hellos[0].get("caps", "")
         # The private uids that programs and judges run under: two per worker.
         self.uids = tuple(uid for worker in self._workers for uid in worker.uids)
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -107,6 +109,7 @@ class Sandbox:
             self._executor.shutdown(wait=True)
         for worker in self._workers:
             worker.stop()
+            cgroups.remove(worker.cgroups)
 
     def __enter__(self) -> Sandbox:
         return self
@@ -145,6 +148,7 @@ class _Worker:
     def __init__(self, uids: tuple[int, int], isolation: str, hidden: list[str]) -> None:
         self.uids, self.requested, self.hidden = uids, isolation, hidden
         self.process: subprocess.Popen | None = None
+        self.cgroups, self.no_cgroups = cgroups.create(f"bgpo-sandbox-{uids[0]}")
         self.hello = self._start()
         self.isolation = self.hello.get("isolation")
         self.broken = ""
@@ -155,7 +159,7 @@ class _Worker:
         with theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-B", "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
-                 self.requested, json.dumps(self.hidden)],
+                 self.requested, json.dumps(self.hidden), json.dumps(self.cgroups)],
                 pass_fds=[theirs.fileno()], env=_ENV, start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
         self.sock = ours
@@ -163,6 +167,8 @@ class _Worker:
         hello = self._receive()
         if not isinstance(hello, dict):
             raise SandboxError(f"the sandbox worker failed to start: {self._stderr_tail()}")
+        if not self.cgroups:
+            hello["caps"] = f"unavailable: {self.no_cgroups}"
         return hello
 
     def run(self, job: CodeJob, limits: Limits) -> Result:

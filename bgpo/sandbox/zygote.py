@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from bgpo.sandbox import confine, guard, judge, runner, wire
+from bgpo.sandbox import cgroups, confine, guard, judge, runner, wire
 
 # Imported once here so that each job's processes start with them; in the `uid` fallback
 # they are also the only modules a program can import if the Python installation lies in
@@ -46,12 +46,13 @@ _VERDICT_CAP, _STATUS_CAP = 4 << 20, 1 << 16
 _PROBE_UID = 65534
 
 
-def main(sock_fd: int, isolation: str, hidden_json: str) -> None:
+def main(sock_fd: int, isolation: str, hidden_json: str, cgroups_json: str) -> None:
     """Serve jobs from the parent over the socket `sock_fd` until it is closed.
 
     `isolation` is what the parent asked for: "auto" and "namespaces" take namespaces when
-    the probe succeeds, "uid" never does. `hidden_json` lists paths to cover in the view.
-    The first message says what this zygote provides.
+    the probe succeeds, "uid" never does. `hidden_json` lists paths to cover in the view;
+    `cgroups_json` maps controllers to this worker's cgroups (empty: none). The first
+    message says what this zygote provides.
     """
     sock = socket.socket(fileno=sock_fd)
     for name in PRELOAD:
@@ -59,14 +60,16 @@ def main(sock_fd: int, isolation: str, hidden_json: str) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    hello = _probe(isolation, json.loads(hidden_json))
+    dirs = json.loads(cgroups_json)
+    caps = cgroups.JobCaps(dirs) if dirs else None  # opened while /sys is still writable
+    hello = {**_probe(isolation, json.loads(hidden_json)), "caps": "cgroup v1"}
     wire.write_frame(sock.fileno(), hello)
     gc.freeze()
     while (job := _receive(sock)) is not None:
         header, fds = job
         pid = os.fork()
         if pid == 0:
-            _supervisor(sock, header, fds, hello["isolation"])
+            _supervisor(sock, header, fds, hello["isolation"], caps)
         for fd in fds:
             os.close(fd)
         _, status = os.waitpid(pid, 0)
@@ -146,12 +149,16 @@ def _probe_job() -> None:
         os.write(0, b"ok")
 
 
-def _supervisor(sock: socket.socket, header: dict, fds: list[int], mode: str) -> None:
+def _supervisor(sock: socket.socket, header: dict, fds: list[int], mode: str,
+                caps: cgroups.JobCaps | None) -> None:
     """Runs in a fork of the zygote; writes exactly one frame, then exits."""
     start = time.monotonic()
     try:
         os.setsid()
-        facts = _supervise(header, fds, start, mode)
+        if caps:
+            limits = header["limits"]
+            caps.set((2 * limits["memory_mb"] + 64) << 20, limits["processes"] + 8)
+        facts = _supervise(header, fds, start, mode, caps)
     except BaseException as exc:  # noqa: B036
         facts = {"error": f"sandbox failure: {type(exc).__name__}: {exc}"}
     facts["wall_s"] = time.monotonic() - start
@@ -161,7 +168,8 @@ def _supervisor(sock: socket.socket, header: dict, fds: list[int], mode: str) ->
         os._exit(0)
 
 
-def _supervise(header: dict, fds: list[int], start: float, mode: str) -> dict:
+def _supervise(header: dict, fds: list[int], start: float, mode: str,
+               caps: cgroups.JobCaps | None) -> dict:
     limits, uids = header["limits"], header["uids"]
     if mode == "namespaces":
         confine.unshare(confine.JOB_NAMESPACES)
@@ -175,7 +183,7 @@ def _supervise(header: dict, fds: list[int], start: float, mode: str) -> dict:
     try:
         init = os.fork()
         if init == 0:
-            _init(limits, uids, mode, workdir, fds, {k: w for k, (_, w) in pipes.items()})
+            _init(limits, uids, mode, workdir, fds, {k: w for k, (_, w) in pipes.items()}, caps)
         for fd in (*fds, *(w for _, w in pipes.values())):
             os.close(fd)
         caps = {"output": limits["output_bytes"], "verdict": _VERDICT_CAP, "status": _STATUS_CAP}
@@ -241,16 +249,19 @@ def _terminate(init: int, mode: str, uids: list[int]) -> None:
 
 
 def _init(limits: dict, uids: list[int], mode: str, workdir: str, fds: list[int],
-          writers: dict) -> None:
-    """Pid 1 of the job: build the view, start judge and runner, report how they ended."""
+          writers: dict, caps: cgroups.JobCaps | None) -> None:
+    """Pid 1 of the job: mount scratch space, start judge and runner, report how they ended."""
     status_fd = writers["status"]
     try:
+        if caps:
+            caps.join()
         os.setpgid(0, 0)
         confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
         if mode == "namespaces":
             confine.mount_scratch(uids[0], limits["disk_mb"])
         else:
             confine.prctl(confine.PR_SET_CHILD_SUBREAPER, 1)
+        _oom_score(-1000)  # under memory pressure in the job's cgroup, the program goes first
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
         null = os.open("/dev/null", os.O_RDWR)
@@ -311,6 +322,7 @@ def _judge_child(limits: dict, uid: int) -> None:
 
 
 def _runner_child(limits: dict, uid: int, mode: str, workdir: str) -> None:
+    _oom_score(1000)
     os.chdir(workdir)
     os.environ.clear()
     os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=workdir, TMPDIR=workdir,
@@ -322,6 +334,13 @@ def _runner_child(limits: dict, uid: int, mode: str, workdir: str) -> None:
         guard.install(workdir)
     sys.stdout.reconfigure(line_buffering=True)
     runner.serve(3, 4, 5, MAX_MESSAGE)
+
+
+def _oom_score(adjustment: int) -> None:
+    """Best effort: the OOM killer's preference for this process (lowering it needs
+    CAP_SYS_RESOURCE, which some hosts withhold even from root)."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write(str(adjustment))
 
 
 def _wait_text(status: int) -> str:
