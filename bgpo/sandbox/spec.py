@@ -36,7 +36,7 @@ class Limits:
     """Largest file the program may write, in MiB (RLIMIT_FSIZE)."""
     disk_mb: int = 64
     """Size of the program's private temporary working directory in MiB (namespace mode)."""
-    processes: int = 16
+    processes: int = 8
     """Processes and threads the program may have at once (RLIMIT_NPROC of its private uid)."""
     open_files: int = 64
     """File descriptors per process (RLIMIT_NOFILE)."""
