@@ -272,6 +272,16 @@ def test_entry_points_and_trusted_setup(box):
     assert "the program does not define 'solve'" in missing_r.detail
 
 
+def test_an_oversized_answer_fails_its_test_only(box):
+    job = CodeJob("def f():\n    return 'x' * (20 << 20)\ndef g():\n    return 1\n",
+                  ("assert g() == 1", "assert len(f()) == 20 << 20", "assert g() == 1"))
+    result = box.run(job)
+    assert (result.status, result.tests_passed) == ("failed", 1)
+    assert result.detail == ("test 1 failed: ProgramError: the program sent a broken message: "
+                             "a message of 20971529 bytes exceeds the cap of 16777216 bytes")
+    # ["ok","<20 MiB of x>"] is 9 bytes of JSON around the string; LIMITS.memory_mb / 16 = 16 MiB
+
+
 def test_mbpp_job_counts_each_assert(box):
     job = mbpp_job("def sq(x):\n    return x * x if x < 3 else 0\n",
                    ["assert sq(1) == 1", "assert sq(2) == 4", "assert sq(3) == 9"])

@@ -69,31 +69,39 @@ def _encode(value: object) -> object:
 
 
 class Channel:
-    """The judge's end of the request/reply pipes to the runner."""
+    """The judge's end of the request/reply pipes to the runner.
+
+    Once a reply is cut short or malformed the stream cannot be trusted to be in step, so
+    every later request fails with the same reason; `ended` tells an ended program apart.
+    """
 
     def __init__(self, request_fd: int, reply_fd: int, max_bytes: int) -> None:
         self.request_fd, self.reply_fd, self.max_bytes = request_fd, reply_fd, max_bytes
-        self.alive = True
+        self.lost = ""
+        self.ended = False
+
+    def _lose(self, reason: str, ended: bool) -> ProgramError:
+        self.lost, self.ended = reason, ended
+        return ProgramError(reason)
 
     def receive(self) -> object:
         try:
             message = wire.read_frame(lambda n: os.read(self.reply_fd, n), self.max_bytes)
-        except (OSError, wire.WireError) as exc:
-            self.alive = False
-            raise ProgramError(f"the program sent a broken message: {exc}") from None
+        except wire.WireError as exc:
+            raise self._lose(f"the program sent a broken message: {exc}", False) from None
+        except OSError:
+            message = None
         if message is None:
-            self.alive = False
-            raise ProgramError("the program's process has ended")
+            raise self._lose("the program's process has ended", True)
         return message
 
     def request(self, *message: object) -> object:
-        if not self.alive:
-            raise ProgramError("the program's process has ended")
+        if self.lost:
+            raise ProgramError(self.lost)
         try:
             wire.write_frame(self.request_fd, list(message))
         except OSError:
-            self.alive = False
-            raise ProgramError("the program's process has ended") from None
+            raise self._lose("the program's process has ended", True) from None
         reply = self.receive()
         if isinstance(reply, list) and len(reply) == 2 and reply[0] == "ok":
             return self.decode(reply[1])
@@ -150,7 +158,7 @@ def judge(tests_fd: int, request_fd: int, reply_fd: int, verdict_fd: int, max_by
             report({"test": index, "ok": True})
         except BaseException as exc:  # noqa: B036 -- any exception, SystemExit included, fails
             report({"test": index, "ok": False, "error": _describe(exc)})
-    report({"done": True, "program_ended": not channel.alive})
+    report({"done": True, "program_ended": channel.ended})
 
 
 def _load(channel: Channel) -> dict | str:

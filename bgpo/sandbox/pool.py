@@ -167,8 +167,8 @@ class _Worker:
         hello = self._receive()
         if not isinstance(hello, dict):
             raise SandboxError(f"the sandbox worker failed to start: {self._stderr_tail()}")
-        if not self.cgroups:
-            hello["caps"] = f"unavailable: {self.no_cgroups}"
+        if not hello.get("caps"):
+            hello["caps"] = f"unavailable: {self.no_cgroups or 'the worker could not use them'}"
         return hello
 
     def run(self, job: CodeJob, limits: Limits) -> Result:

@@ -5,10 +5,12 @@ library once, probes which isolation the kernel allows, then for each job receiv
 JSON header (limits, uids) and two memfds (program, tests) that it never reads, and forks:
 
     supervisor  root; own session; enforces the wall clock; sends the facts to the parent
-      init      root; pid 1 of fresh pid/net/mount/ipc/uts namespaces; builds the view
+      init      root; pid 1 of fresh pid, mount, IPC and UTS namespaces; mounts /tmp, /proc
         judge   judge uid; reads the tests memfd; runs the tests; writes the verdict pipe
         runner  runner uid; reads the program memfd; runs the program; answers the judge
 
+In the namespace mode the zygote itself first enters an empty network namespace and a
+private mount namespace holding the read-only view of the host, which every job copies.
 Killing init ends every process in its pid namespace. In the `uid` fallback (no namespaces)
 every process of the job's two private uids is killed instead. The job's data never enters
 the zygote's memory, so one job's tests cannot be read from a later job's runner.
@@ -41,7 +43,6 @@ PRELOAD = (
     "random", "re", "socket", "statistics", "string", "struct", "textwrap", "threading",
     "typing", "unicodedata",
 )
-MAX_MESSAGE = 64 << 20  # bytes of one message between judge and runner
 _VERDICT_CAP, _STATUS_CAP = 4 << 20, 1 << 16
 _PROBE_UID = 65534
 
@@ -62,7 +63,7 @@ def main(sock_fd: int, isolation: str, hidden_json: str, cgroups_json: str) -> N
             pass
     dirs = json.loads(cgroups_json)
     caps = cgroups.JobCaps(dirs) if dirs else None  # opened while /sys is still writable
-    hello = {**_probe(isolation, json.loads(hidden_json)), "caps": "cgroup v1"}
+    hello = {**_probe(isolation, json.loads(hidden_json)), "caps": "cgroup v1" if caps else ""}
     wire.write_frame(sock.fileno(), hello)
     gc.freeze()
     while (job := _receive(sock)) is not None:
@@ -186,8 +187,8 @@ def _supervise(header: dict, fds: list[int], start: float, mode: str,
             _init(limits, uids, mode, workdir, fds, {k: w for k, (_, w) in pipes.items()}, caps)
         for fd in (*fds, *(w for _, w in pipes.values())):
             os.close(fd)
-        caps = {"output": limits["output_bytes"], "verdict": _VERDICT_CAP, "status": _STATUS_CAP}
-        streams = {pipes[k][0]: (k, caps[k]) for k in pipes}
+        sizes = {"output": limits["output_bytes"], "verdict": _VERDICT_CAP, "status": _STATUS_CAP}
+        streams = {pipes[k][0]: (k, sizes[k]) for k in pipes}
         data, truncated, timed_out = _collect(streams, pipes["status"][0],
                                               start + limits["wall_s"], init, mode, uids)
     finally:
@@ -296,9 +297,10 @@ def _spawn(body, fds: list[int]) -> int:
 def _reap(judge_pid: int, runner_pid: int, runner_uid: int) -> dict:
     """Wait for the judge; the runner is killed when the judge is done, if still running."""
     ended: dict[int, dict] = {}
+    killed = False
     while judge_pid not in ended or runner_pid not in ended:
-        if judge_pid in ended and runner_pid not in ended and "killed" not in ended:
-            ended["killed"] = {}
+        if judge_pid in ended and runner_pid not in ended and not killed:
+            killed = True  # not reaped yet, so its pid cannot have been reused
             os.kill(runner_pid, signal.SIGKILL)
         pid, status, usage = os.wait4(-1, 0)
         if pid in (judge_pid, runner_pid):
@@ -317,7 +319,7 @@ def _judge_child(limits: dict, uid: int) -> None:
     confine.set_limits(limits["cpu_s"], limits["memory_mb"], 1, 4, limits["open_files"])
     confine.drop_privileges(uid)
     confine.prctl(confine.PR_SET_DUMPABLE, 0)
-    judge.judge(3, 4, 5, 6, MAX_MESSAGE)
+    judge.judge(3, 4, 5, 6, _message_cap(limits))
     os._exit(0)
 
 
@@ -333,7 +335,13 @@ def _runner_child(limits: dict, uid: int, mode: str, workdir: str) -> None:
     if mode != "namespaces":
         guard.install(workdir)
     sys.stdout.reconfigure(line_buffering=True)
-    runner.serve(3, 4, 5, MAX_MESSAGE)
+    runner.serve(3, 4, 5, _message_cap(limits))
+
+
+def _message_cap(limits: dict) -> int:
+    """Largest message between judge and runner: small enough that decoding it stays well
+    inside the judge's memory limit, so a program's huge answer fails its test instead."""
+    return max(1 << 20, (limits["memory_mb"] << 20) // 16)
 
 
 def _oom_score(adjustment: int) -> None:
