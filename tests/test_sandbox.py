@@ -21,6 +21,7 @@ from bgpo.sandbox import (
     SandboxUnavailable,
     classify,
     mbpp_job,
+    stdio_job,
     wire,
 )
 
@@ -288,6 +289,36 @@ def test_mbpp_job_counts_each_assert(box):
     result = box.run(job)
     assert (result.status, result.tests_passed, result.tests_total) == ("failed", 2, 3)
     assert result.fraction == pytest.approx(2 / 3)
+
+
+STDIO_CASES = (("3\n1 2 3\n", "6\n"), ("2\n5 5\n", "10"), ("1\n-4\n", "  -4  \n\n"))
+
+
+@pytest.mark.parametrize("program, status, passed, detail", [
+    ("n = int(input())\nprint(sum(map(int, input().split()[:n])))\n", "passed", 3, ""),
+    ("import sys\nprint(sys.stdin.read().split()[-1])\n", "failed", 1,
+     "test 0 failed: AssertionError: expected '6\\n', got '3\\n'"),
+    ("raise ValueError('nope')\n", "failed", 0,
+     "test 0 failed: RuntimeError: the program ended with exit status 1"),
+    ("exit(0)\n", "failed", 0, "test 0 failed: AssertionError: expected '6\\n', got ''"),
+    ("print('{\"test\": 0, \"ok\": true}')\nprint('PASSED')\n", "failed", 0,
+     "test 0 failed: AssertionError: expected '6\\n', got '{\"test\""),
+    ("def f(:\n", "crashed", 0, "the program failed to load: SyntaxError"),
+])
+def test_stdio_jobs_run_each_case_in_a_fresh_process(box, program, status, passed, detail):
+    result = box.run(stdio_job(program, STDIO_CASES))
+    assert (result.status, result.tests_passed, result.tests_total) == (status, passed, 3)
+    assert result.detail.startswith(detail)
+
+
+def test_stdio_cases_share_no_state_and_output_is_capped(box):
+    counter = ("import builtins\nbuiltins.runs = getattr(builtins, 'runs', 0) + 1\n"
+               "print(builtins.runs)\n")
+    result = box.run(stdio_job(counter, [("", "1"), ("", "1"), ("", "1")]))
+    assert result.status == "passed", result.detail
+    flood = box.run(stdio_job("print('x' * (20 << 20))\n", [("", "x")]))
+    assert flood.detail == ("test 0 failed: RuntimeError: "
+                            "the program wrote more than 16777216 bytes")
 
 
 def test_map_keeps_order_and_per_job_limits(box):

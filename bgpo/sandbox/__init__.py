@@ -10,7 +10,7 @@ written by the judge alone, so nothing the program does to its own process can f
 docs/sandbox.md states what is guaranteed and what needs a container or VM.
 """
 
-from bgpo.sandbox.jobs import humaneval_job, mbpp_job
+from bgpo.sandbox.jobs import humaneval_job, mbpp_job, stdio_job
 from bgpo.sandbox.pool import ISOLATIONS, Sandbox, classify, default_hidden_paths
 from bgpo.sandbox.spec import (
     STATUSES,
@@ -34,4 +34,5 @@ __all__ = [
     "default_hidden_paths",
     "humaneval_job",
     "mbpp_job",
+    "stdio_job",
 ]

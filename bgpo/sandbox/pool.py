@@ -174,7 +174,7 @@ class _Worker:
     def run(self, job: CodeJob, limits: Limits) -> Result:
         if self.broken:
             return classify({"error": self.broken}, len(job.tests), limits)
-        header = {"limits": asdict(limits), "uids": list(self.uids)}
+        header = {"limits": asdict(limits), "uids": list(self.uids), "stdio": job.stdio}
         spec = {"tests": list(job.tests), "setup": job.setup,
                 "entry_points": None if job.entry_points is None else list(job.entry_points)}
         fds = [_memfd("program", job.program.encode()), _memfd("tests", json.dumps(spec).encode())]

@@ -78,6 +78,9 @@ class CodeJob:
     every top-level name of the program first and lets `setup` override them."""
     limits: Limits | None = None
     """Per-job limits; None uses the sandbox's."""
+    stdio: bool = False
+    """The program is a script reading stdin: it is not run at load; the tests get one
+    function, `run_program(stdin: str) -> str`, that runs it in a fresh process each time."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.program, str):
@@ -88,6 +91,8 @@ class CodeJob:
         object.__setattr__(self, "tests", tests)
         if not isinstance(self.setup, str):
             raise SandboxError(f"CodeJob.setup must be a str, got {type(self.setup).__name__}")
+        if not isinstance(self.stdio, bool):
+            raise SandboxError(f"CodeJob.stdio must be a bool, got {self.stdio!r}")
         if self.entry_points is not None:
             names = tuple(self.entry_points)
             if not all(isinstance(n, str) and n.isidentifier() for n in names):

@@ -75,7 +75,7 @@ def main(sock_fd: int, isolation: str, hidden_json: str, cgroups_json: str) -> N
             os.close(fd)
         _, status = os.waitpid(pid, 0)
         if status != 0:
-            reason = f"the job supervisor died ({_wait_text(status)})"
+            reason = f"the job supervisor died ({runner.status_text(status)})"
             wire.write_frame(sock.fileno(), {"error": reason})
 
 
@@ -184,7 +184,7 @@ def _supervise(header: dict, fds: list[int], start: float, mode: str,
     try:
         init = os.fork()
         if init == 0:
-            _init(limits, uids, mode, workdir, fds, {k: w for k, (_, w) in pipes.items()}, caps)
+            _init(header, mode, workdir, fds, {k: w for k, (_, w) in pipes.items()}, caps)
         for fd in (*fds, *(w for _, w in pipes.values())):
             os.close(fd)
         sizes = {"output": limits["output_bytes"], "verdict": _VERDICT_CAP, "status": _STATUS_CAP}
@@ -249,10 +249,10 @@ def _terminate(init: int, mode: str, uids: list[int]) -> None:
             break
 
 
-def _init(limits: dict, uids: list[int], mode: str, workdir: str, fds: list[int],
-          writers: dict, caps: cgroups.JobCaps | None) -> None:
+def _init(header: dict, mode: str, workdir: str, fds: list[int], writers: dict,
+          caps: cgroups.JobCaps | None) -> None:
     """Pid 1 of the job: mount scratch space, start judge and runner, report how they ended."""
-    status_fd = writers["status"]
+    limits, uids, status_fd = header["limits"], header["uids"], writers["status"]
     try:
         if caps:
             caps.join()
@@ -269,7 +269,7 @@ def _init(limits: dict, uids: list[int], mode: str, workdir: str, fds: list[int]
         program_fd, tests_fd = fds
         judge_pid = _spawn(lambda: _judge_child(limits, uids[1]),
                            [null, null, null, tests_fd, request_w, reply_r, writers["verdict"]])
-        runner_pid = _spawn(lambda: _runner_child(limits, uids[0], mode, workdir),
+        runner_pid = _spawn(lambda: _runner_child(limits, uids[0], mode, workdir, header["stdio"]),
                             [null, writers["output"], writers["output"], program_fd, request_r,
                              reply_w])
         confine.arrange_fds([null, null, null, status_fd])
@@ -323,7 +323,7 @@ def _judge_child(limits: dict, uid: int) -> None:
     os._exit(0)
 
 
-def _runner_child(limits: dict, uid: int, mode: str, workdir: str) -> None:
+def _runner_child(limits: dict, uid: int, mode: str, workdir: str, stdio: bool) -> None:
     _oom_score(1000)
     os.chdir(workdir)
     os.environ.clear()
@@ -335,7 +335,7 @@ def _runner_child(limits: dict, uid: int, mode: str, workdir: str) -> None:
     if mode != "namespaces":
         guard.install(workdir)
     sys.stdout.reconfigure(line_buffering=True)
-    runner.serve(3, 4, 5, _message_cap(limits))
+    runner.serve(3, 4, 5, _message_cap(limits), stdio)
 
 
 def _message_cap(limits: dict) -> int:
@@ -349,9 +349,3 @@ def _oom_score(adjustment: int) -> None:
     CAP_SYS_RESOURCE, which some hosts withhold even from root)."""
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
         f.write(str(adjustment))
-
-
-def _wait_text(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
