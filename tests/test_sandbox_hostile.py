@@ -128,13 +128,17 @@ FORKED_MEMORY_BOMB = """
 import os, time
 children = []
 for _ in range(6):  # each child stays under the per-process cap; together they would not
+    r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         block = b"\\x01" * (200 << 20)
+        os.write(w, b"held")
         time.sleep(60)
         os._exit(0)
+    os.close(w)
+    os.read(r, 4)  # the child holds its block, or has died trying
+    os.close(r)
     children.append(pid)
-    time.sleep(0.15)
 time.sleep(0.3)
 ended = [os.waitpid(pid, os.WNOHANG)[1] for pid in children]
 print("killed", sum(status == 9 for status in ended), flush=True)
