@@ -129,6 +129,8 @@ def test_job_validation():
         CodeJob("x = 1", ("pass",), entry_points=("not a name",))
     with pytest.raises(SandboxError, match="CodeJob.program must be a str, got bytes"):
         CodeJob(b"x", ("pass",))
+    with pytest.raises(SandboxError, match="CodeJob.limits must be a Limits, got dict"):
+        CodeJob("x = 1", ("pass",), limits={"wall_s": 1})
     with pytest.raises(SandboxError, match="one of"):
         Result("ok", 0, 1)
 
@@ -360,7 +362,7 @@ def test_a_dead_worker_is_replaced(box):
     assert all(r.passed for r in box.map([job] * 4))
 
 
-def test_job_cgroups_are_removed_on_close():
+def test_close_removes_cgroups_and_refuses_new_jobs():
     try:
         sandbox = Sandbox(LIMITS, workers=1)
     except SandboxUnavailable as exc:
@@ -370,3 +372,5 @@ def test_job_cgroups_are_removed_on_close():
     assert all(os.path.isdir(d) for d in dirs)
     sandbox.close()
     assert not any(os.path.exists(d) for d in dirs)
+    with pytest.raises(SandboxError, match="the sandbox is closed"):
+        sandbox.run(CodeJob("x = 1", ("pass",)))

@@ -7,6 +7,7 @@ unprivileged uid, resource limits, and (where the kernel allows, which is the de
 fresh network, pid and mount namespaces with a read-only host view; the judge runs the tests
 under another uid and talks to the program only in plain data over a pipe. The verdict is
 written by the judge alone, so nothing the program does to its own process can forge it.
+`humaneval_job`, `mbpp_job` and `stdio_job` build jobs from the common benchmark formats.
 docs/sandbox.md states what is guaranteed and what needs a container or VM.
 """
 

@@ -62,7 +62,10 @@ class Sandbox:
             raise SandboxError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise SandboxError(f"workers must be a positive integer, got {workers!r}")
+        if limits is not None and not isinstance(limits, Limits):
+            raise SandboxError(f"limits must be a Limits, got {type(limits).__name__}")
         self.limits = limits or Limits()
+        self._closed = False
         hidden = _check_hidden(default_hidden_paths() if hidden_paths is None else hidden_paths)
         base = _UID_FIRST + 2 * secrets.randbelow(_UID_SPAN // 2 - workers)
         self._workers: list[_Worker] = []
@@ -90,6 +93,8 @@ class Sandbox:
         """Run one job on the next free worker and return its result (never raises for it)."""
         if not isinstance(job, CodeJob):
             raise SandboxError(f"Sandbox.run expects a CodeJob, got {type(job).__name__}")
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
         worker = self._idle.get()
         try:
             return worker.run(job, job.limits or self.limits)
@@ -105,6 +110,8 @@ class Sandbox:
         return [future.result() for future in [self.submit(job) for job in jobs]]
 
     def close(self) -> None:
+        """Stop the workers and remove their cgroups; waits for running jobs to finish."""
+        self._closed = True
         if hasattr(self, "_executor"):
             self._executor.shutdown(wait=True)
         for worker in self._workers:
@@ -149,7 +156,12 @@ class _Worker:
         self.uids, self.requested, self.hidden = uids, isolation, hidden
         self.process: subprocess.Popen | None = None
         self.cgroups, self.no_cgroups = cgroups.create(f"bgpo-sandbox-{uids[0]}")
-        self.hello = self._start()
+        try:
+            self.hello = self._start()
+        except BaseException:
+            self.stop()
+            cgroups.remove(self.cgroups)
+            raise
         self.isolation = self.hello.get("isolation")
         self.broken = ""
 

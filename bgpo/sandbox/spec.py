@@ -91,6 +91,8 @@ class CodeJob:
         object.__setattr__(self, "tests", tests)
         if not isinstance(self.setup, str):
             raise SandboxError(f"CodeJob.setup must be a str, got {type(self.setup).__name__}")
+        if self.limits is not None and not isinstance(self.limits, Limits):
+            raise SandboxError(f"CodeJob.limits must be a Limits, got {type(self.limits).__name__}")
         if not isinstance(self.stdio, bool):
             raise SandboxError(f"CodeJob.stdio must be a bool, got {self.stdio!r}")
         if self.entry_points is not None:
