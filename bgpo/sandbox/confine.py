@@ -66,7 +66,8 @@ def arrange_fds(sources: list[int]) -> None:
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, len(sources)) for fd in sources]
     for target, fd in enumerate(high):
         os.dup2(fd, target, inheritable=True)
-    os.closerange(len(sources), resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    os.closerange(len(sources), hard if 0 < hard < 1 << 20 else 1 << 20)
 
 
 def set_limits(cpu_s: int, memory_mb: int, file_size_mb: int, processes: int, files: int) -> None:

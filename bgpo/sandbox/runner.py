@@ -112,7 +112,6 @@ def _flush() -> None:
             pass
 
 
-
 def _script(code, max_bytes: int):
     def run_program(stdin: str) -> str:
         """Run the program as __main__ in a fresh process reading `stdin`; its stdout."""
@@ -125,6 +124,7 @@ def _script(code, max_bytes: int):
         if pid == 0:
             os.dup2(source, 0)
             os.dup2(out_w, 1)
+            os.closerange(3, 1 << 16)  # the script gets its standard streams and nothing else
             _run_main(code)
         os.close(source)
         os.close(out_w)
