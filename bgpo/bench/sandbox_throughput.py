@@ -4,8 +4,11 @@ Each of the 164 problems is run twice per round: with its canonical solution (wh
 pass) and with the body replaced by ``return None`` (which must fail), so the mix has the
 passing and failing paths in equal parts. Throughput counts finished programs over the
 wall-clock time of the batch, excluding the one-off start of the worker pool (reported
-separately). Correctness is checked on the way: the run fails loudly if any canonical
-solution does not pass or any corrupted one does.
+separately). Because that figure depends on what else the machine is doing, the run also
+reports the load average and the CPU time that the sandbox's processes and this process
+used, and from it programs per CPU-second: what one otherwise idle core would sustain.
+Correctness is checked on the way: the run fails loudly if any canonical solution does not
+pass or any corrupted one does.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from concurrent.futures import as_completed
@@ -59,6 +63,13 @@ def _run(box: Sandbox, jobs: list, progress: bool) -> list:
     return results
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of every descendant that has been waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure(workers: int, isolation: str, limit: int | None, rounds: int,
             progress: bool = False) -> dict:
     """Run the benchmark and return what it measured (also checks every verdict)."""
@@ -66,14 +77,16 @@ def measure(workers: int, isolation: str, limit: int | None, rounds: int,
     limits = Limits(wall_s=20, cpu_s=10)
     canonical = [humaneval_job(p, p["canonical_solution"], limits) for p in problems]
     corrupted = [humaneval_job(p, "    return None\n", limits) for p in problems]
-    started = time.perf_counter()
     hidden = (*default_hidden_paths(), data_dir)
+    load_before, cpu_before = os.getloadavg()[0], _cpu_seconds()
+    started = time.perf_counter()
     with Sandbox(limits, workers=workers, isolation=isolation, hidden_paths=hidden) as box:
         startup_s = time.perf_counter() - started
         begin = time.perf_counter()
         results = _run(box, (canonical + corrupted) * rounds, progress)
         seconds = time.perf_counter() - begin
         mode = box.isolation
+    cpu_s = _cpu_seconds() - cpu_before  # the workers' share is counted once they are reaped
     n = len(problems)
     passed = [r.passed for r in results]
     good = sum(passed[i] for r in range(rounds) for i in range(2 * n * r, 2 * n * r + n))
@@ -81,6 +94,8 @@ def measure(workers: int, isolation: str, limit: int | None, rounds: int,
     return {
         "programs": len(results), "seconds": seconds, "programs_per_s": len(results) / seconds,
         "startup_s": startup_s, "workers": workers, "isolation": mode, "rounds": rounds,
+        "cpu_s": cpu_s, "programs_per_cpu_s": len(results) / cpu_s,
+        "load_average": [load_before, os.getloadavg()[0]],
         "problems": n, "canonical_passed": good, "corrupted_passed": bad,
         "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "machine": platform.machine(), "kernel": platform.release(),
@@ -107,6 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"{row['programs_per_s']:.1f} programs/s with {row['workers']} workers "
           f"({row['isolation']} isolation, {row['cpu_count']} CPUs; "
           f"pool start {row['startup_s']:.2f} s)")
+    print(f"CPU time {row['cpu_s']:.2f} s (sandbox and this process, pool start included): "
+          f"{row['programs_per_cpu_s']:.1f} programs per CPU-second; load average "
+          f"{row['load_average'][0]:.2f} before, {row['load_average'][1]:.2f} after")
     print(f"canonical passed {row['canonical_passed']}/{expected}, "
           f"corrupted passed {row['corrupted_passed']}/{expected}")
     if args.out:
