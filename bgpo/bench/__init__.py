@@ -9,6 +9,13 @@ def _memory(argv):
     main(argv)
 
 
+def _sandbox(argv):
+    from bgpo.bench.sandbox_throughput import main
+
+    main(argv)
+
+
 BENCHMARKS = {
     "memory": (_memory, "peak memory of one update step vs n_t, per algorithm"),
+    "sandbox": (_sandbox, "HumanEval programs/s through the code sandbox (verdicts checked)"),
 }
