@@ -118,3 +118,24 @@ def test_chat_template_flag_needs_a_template():
     tok.chat_template = "{% for m in messages %}<{{ m['content'] }}>{% endfor %}"
     ids, mask = encode_prompts(tok, ["1 2>3=", "9>9="], "cpu", chat_template=True)
     assert tok.decode(ids[0][mask[0]]) == "<1 2>3=>" and not mask[1, 0]
+
+
+def test_ctrl_c_leaves_a_usable_run_directory(tiny_checkpoint, tmp_path, monkeypatch):
+    from bgpo import trainer
+
+    real, calls = trainer.collect_rollouts, []
+
+    def interrupt_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "collect_rollouts", interrupt_on_second)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_train_config(None, _overrides(tiny_checkpoint, out, "train.steps=5")))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted_at_step"] == 2 and summary["steps_done"] == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    load_model(str(out / "checkpoint"))  # the saved checkpoint loads
