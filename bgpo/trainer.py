@@ -123,7 +123,7 @@ def step_metrics(step: int, roll: Rollouts, update: dict, task, timings: dict, g
         "accuracy": task.metrics(roll.rewards.tolist())["accuracy"],
         "completions/mean_length": roll.lengths.double().mean().item(),
     }
-    out.update({k: v for k, v in update.items()})
+    out.update(update)
     out.update({f"time/{k}": v for k, v in timings.items()})
     out["tokens_per_second"] = update["tokens"] / max(timings["update"], 1e-9)
     out["peak_memory_mib"] = runlog.peak_memory_mib()
