@@ -112,12 +112,13 @@ def test_tiny_run_writes_a_loadable_checkpoint_deterministically(tmp_path):
     assert a == (tmp_path / "b" / "checkpoint" / "model.safetensors").read_bytes()
 
 
-def test_run_stops_when_accuracy_enters_the_window_and_refuses_to_overwrite(tmp_path):
+def test_run_stops_when_accuracy_enters_the_window_and_never_overwrites(tmp_path):
     window = ["eval.stop_at_accuracy_min=0.0", "eval.stop_at_accuracy_max=1.0"]
-    out = run_sft(load(SFTConfig, None, tiny_args(tmp_path, *window), ALIASES))
-    assert out["steps"] == 2 and out["stopped_in_window"]
-    with pytest.raises(ValueError, match="already holds a run"):
-        run_sft(load(SFTConfig, None, tiny_args(tmp_path), ALIASES))
+    out = run_sft(load(SFTConfig, None, tiny_args(tmp_path / "run", *window), ALIASES))
+    assert out["steps"] == 2 and out["stopped_in_window"] and out["run_dir"] == str(tmp_path / "run")
+    again = run_sft(load(SFTConfig, None, tiny_args(tmp_path / "run", *window), ALIASES))
+    assert again["run_dir"] == str(tmp_path / "run-2")
+    assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("argv, error, words", [
