@@ -44,9 +44,12 @@ def fresh_dir(path: str) -> str:
 
 
 def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
+    """Write ``text`` to ``path`` through a per-process temporary file, synced, then renamed."""
+    tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
