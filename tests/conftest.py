@@ -39,6 +39,18 @@ def tiny_batch(n=4, p=3, length=5, n_t=4, seed=1, advantages=None, pad_first=Tru
     return RolloutBatch(seqs, attn, p, advantages.to(torch.float64), draws)
 
 
+class InputRecorder(torch.nn.Module):
+    """Wraps a model and keeps every input_ids it is called with (in ``seen``)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config, self.seen = inner, inner.config, []
+
+    def forward(self, input_ids, attention_mask=None):
+        self.seen.append(input_ids.clone())
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+
 def grads(model) -> torch.Tensor:
     return torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(),
                       dtype=p.dtype) for p in model.parameters()])

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import VOCAB, tiny_model
+from conftest import VOCAB, InputRecorder, tiny_model
 
 from bgpo.elbo import elbo_terms, masked_logprob_sums
 from bgpo.masking import MaskDraws, draw_masks, masks_from_draws, sample_masks, sample_timesteps
@@ -50,20 +50,8 @@ def test_discrete_masks_exactly_k_with_weight_L_over_k():
     assert masked_c[3].all()  # t = 1 masks everything
 
 
-class _Recorder(torch.nn.Module):
-    """Wraps a model and keeps the inputs it was called with."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.config, self.seen = inner, inner.config, []
-
-    def forward(self, input_ids, attention_mask=None):
-        self.seen.append(input_ids.clone())
-        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
-
-
 def test_prompt_and_padding_never_masked():
-    model = _Recorder(tiny_model())
+    model = InputRecorder(tiny_model())
     seqs = torch.randint(3, VOCAB, (6, 9))
     seqs[:, 0] = 0  # left padding
     attn = torch.ones(6, 9, dtype=torch.bool)

@@ -7,23 +7,11 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import InputRecorder, tiny_model
 
 from bgpo.config import ConfigError, field_paths, load
 from bgpo.models import load_model
 from bgpo.sft import ALIASES, SFTConfig, main, run_sft, sft_loss
-
-
-class Spy(torch.nn.Module):
-    """Wraps a model and records every input it is given."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.config, self.seen = inner, inner.config, []
-
-    def forward(self, input_ids, attention_mask=None):
-        self.seen.append(input_ids.clone())
-        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
 
 
 def fixed_batch():
@@ -72,7 +60,7 @@ def test_loss_is_differentiable_and_zero_mask_rows_count_zero():
 
 
 def test_prompt_and_padding_are_never_masked():
-    spy = Spy(tiny_model())
+    spy = InputRecorder(tiny_model())
     ids, attn, p = fixed_batch()
     g = torch.Generator().manual_seed(1)
     for _ in range(40):
