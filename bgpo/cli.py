@@ -38,11 +38,25 @@ def _split_config(args) -> tuple[str | None, list[str]]:
 def cmd_train(argv: list[str]) -> None:
     p = _config_parser("bgpo train", "RL fine-tuning of a diffusion LM (no arguments: the built-in "
                        "CPU default — the shipped tiny model on Countdown with BGPO, n_t = 16).")
-    path, overrides = _split_config(p.parse_args(argv))
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="go on with the run in RUN_DIR from its state.pt, under its config.yaml (a CONFIG "
+                        "argument is not allowed then; key=value overrides are, e.g. train.steps=200 to "
+                        "train further; the trajectory is exact only if no sampling or update setting "
+                        "changes)")
+    args = p.parse_args(argv)
+    path, overrides = _split_config(args)
     from bgpo.train_config import load_train_config
     from bgpo.trainer import train
 
-    train(load_train_config(path, overrides))
+    if args.resume is None:
+        train(load_train_config(path, overrides))
+        return
+    if path is not None:
+        raise ValueError("--resume takes the run's own config.yaml; give overrides as key=value only")
+    config = os.path.join(args.resume, "config.yaml")
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"cannot resume: {config} does not exist (not a bgpo train run directory?)")
+    train(load_train_config(config, overrides), resume=args.resume)
 
 
 def cmd_eval(argv: list[str]) -> None:

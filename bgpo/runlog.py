@@ -6,7 +6,9 @@ step), ``eval.jsonl`` (one line per evaluation, with sample completions),
 ``checkpoint/`` (``save_pretrained`` layout). Files are appended line by line and flushed, and
 whole files are written to a temporary name and renamed, so a crash or Ctrl-C never leaves a
 half-written file. An existing non-empty ``output_dir`` is never overwritten: the run goes to
-``output_dir-2``, ``-3``, ...
+``output_dir-2``, ``-3``, ... — except when a run is resumed (``resume_step``): then the run's own
+directory is reopened and every record after the resumed step is dropped from the ``.jsonl``
+files, so they read as if the run had never stopped.
 """
 
 from __future__ import annotations
@@ -53,16 +55,45 @@ def write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _records_up_to(path: str, step: int) -> list[dict]:
+    """The records of a ``.jsonl`` file whose ``step`` is at most ``step`` (a torn last line is dropped)."""
+    if not os.path.exists(path):
+        return []
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a crash can only be the last one
+            if record.get("step", 0) <= step:
+                kept.append(record)
+    return kept
+
+
 class RunLog:
-    def __init__(self, output_dir: str, cfg, total_steps: int):
-        self.dir = fresh_dir(output_dir)
-        self.total = total_steps
-        self.console = Console(stderr=True)
-        write_atomic(os.path.join(self.dir, "config.yaml"), yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        self._files = {name: open(os.path.join(self.dir, f"{name}.jsonl"), "a")
-                       for name in ("metrics", "eval", "generations")}
+    def __init__(self, output_dir: str, cfg, total_steps: int, resume_step: int | None = None):
         self.history: list[dict] = []
         self.evals: list[tuple[int, float]] = []
+        if resume_step is None:
+            self.dir = fresh_dir(output_dir)
+        else:
+            self.dir = output_dir
+            for name in ("metrics", "eval", "generations"):
+                path = os.path.join(self.dir, f"{name}.jsonl")
+                kept = _records_up_to(path, resume_step)
+                write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+                if name == "metrics":
+                    self.history = kept
+                elif name == "eval":
+                    self.evals = [(r["step"], r["accuracy"]) for r in kept]
+        self.total = total_steps
+        self.console = Console(stderr=True)
+        resolved = to_dict(cfg)
+        resolved["train"]["output_dir"] = self.dir  # where the run really went (-2, -3, ... if taken)
+        write_atomic(os.path.join(self.dir, "config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
+        self._files = {name: open(os.path.join(self.dir, f"{name}.jsonl"), "a")
+                       for name in ("metrics", "eval", "generations")}
         self.progress = Progress(
             TextColumn("[bold]{task.fields[phase]:<12}"), BarColumn(),
             TextColumn("step {task.completed}/{task.total}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -71,7 +102,11 @@ class RunLog:
         self.task = self.progress.add_task("train", total=total_steps, phase="start", rate="")
         self.progress.start()
         self.started = time.perf_counter()
-        self.console.print(f"run directory: {self.dir}")
+        self.first_step = (resume_step or 0) + 1
+        if resume_step is None:
+            self.console.print(f"run directory: {self.dir}")
+        else:
+            self.console.print(f"resuming {self.dir} after step {resume_step}")
 
     def _append(self, name: str, record: dict) -> None:
         f = self._files[name]
@@ -91,7 +126,7 @@ class RunLog:
             self._append("generations", {"step": metrics["step"], "prompt": p, "completion": c, "reward": r})
         step = metrics["step"]
         elapsed = time.perf_counter() - self.started
-        eta = elapsed / step * (self.total - step)
+        eta = elapsed / (step - self.first_step + 1) * (self.total - step)
         rate = f"{metrics['tokens_per_second']:,.0f} tok/s"
         self.progress.update(self.task, completed=step, rate=rate)
         self.console.print(

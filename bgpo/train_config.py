@@ -126,6 +126,9 @@ class TrainSection:
     log_generations: int = 4
     # Stop after this many minutes of training (checkpoint and final eval still run); 0 = off.
     max_minutes: float = 13.0
+    # Also write the resumable state (weights, optimizer, RNG) every this many steps; 0 = only
+    # at the end and on Ctrl-C. Resume with `bgpo train --resume RUN_DIR`.
+    save_every: int = 0
 
 
 @dataclass
@@ -145,6 +148,8 @@ class TrainConfig:
             raise cfglib.ConfigError(
                 f"train.mu ({t.mu}) must divide the rollout batch "
                 f"({t.prompts_per_step} prompts × {t.num_generations} generations)")
+        if t.save_every < 0:
+            raise cfglib.ConfigError(f"train.save_every must be >= 0, got {t.save_every}")
         if self.algo.n_t < 1:
             raise cfglib.ConfigError(f"algo.n_t must be at least 1, got {self.algo.n_t}")
         if self.algo.mc_batch_size < 1:

@@ -9,12 +9,21 @@ reward code) is measured before training, every ``eval_every`` steps and at the 
 
 Everything a run writes goes to ``train.output_dir``: ``config.yaml`` (resolved),
 ``metrics.jsonl`` (TRL's names where they exist), ``generations.jsonl``, ``eval.jsonl``,
-``curves.png``, ``summary.json`` and ``checkpoint/``. Ctrl-C stops after saving all of them.
+``curves.png``, ``summary.json``, ``checkpoint/`` and ``state.pt`` (weights, optimizer state,
+the run's RNG state, the prompt order and the step: everything :func:`train` needs to go on
+exactly where it stopped, with ``resume=run_dir``). Ctrl-C stops after saving all of them; a
+Ctrl-C during an update lets that step finish first (a second one stops at once, keeping the
+last saved state), so the saved state always sits on a step boundary and a resumed run repeats
+the uninterrupted one bit for bit (same device and thread count).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -137,25 +146,91 @@ def run_eval(model, tokenizer, task, held_out, greedy, log: runlog.RunLog, step:
     return result["accuracy"]
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run the whole loop; returns the summary (accuracy before and after, timings)."""
+STATE_FILE = "state.pt"
+
+
+def save_state(run_dir: str, model, optimizer, generator_state: torch.Tensor, step: int,
+               order: list[int], summary: dict) -> None:
+    """Write the resumable state of a run after ``step`` (temporary file, then renamed)."""
+    path = os.path.join(run_dir, STATE_FILE)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save({"format": 1, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "generator": generator_state, "order": order, "summary": summary}, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(run_dir: str) -> dict:
+    path = os.path.join(run_dir, STATE_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"cannot resume: {path} does not exist (not a bgpo train run directory?)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != 1:
+        raise ValueError(f"cannot resume: {path} has an unknown format {state.get('format')!r}")
+    return state
+
+
+@contextlib.contextmanager
+def held_interrupt(log: runlog.RunLog):
+    """Hold a first Ctrl-C inside the block: the yielded list records it for the caller to act
+    on at a step boundary; a second Ctrl-C raises at once."""
+    pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+
+    def handler(signum, frame):
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+        log.note("Ctrl-C: finishing this step, then saving (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield pending
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train(cfg: TrainConfig, resume: str | None = None) -> dict:
+    """Run the whole loop; returns the summary (accuracy before and after, timings).
+
+    ``resume``: a run directory written by an earlier call; training goes on from its
+    ``state.pt`` up to ``cfg.train.steps`` (``cfg`` is normally that run's ``config.yaml``).
+    """
+    state = load_state(resume) if resume else None
     generator = torch.Generator().manual_seed(cfg.train.seed)
     task, train_set, held_out = task_data(cfg)
     objective = build_objective(cfg)
     model, tokenizer = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
     if cfg.model.gradient_checkpointing:
         model.set_gradient_checkpointing(True)
-    ref_model = copy.deepcopy(model).eval() if objective.uses_reference else None
+    ref_model = copy.deepcopy(model).eval() if objective.uses_reference else None  # θ_ref = initial θ
     rollout, greedy = sampler_configs(cfg)
     chat = cfg.model.chat_template
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                                   weight_decay=cfg.train.weight_decay)
-    log = runlog.RunLog(cfg.train.output_dir, cfg, total_steps=cfg.train.steps)
-    summary = {"accuracy_before": run_eval(model, tokenizer, task, held_out, greedy, log, 0, chat)}
-    order = torch.randperm(len(train_set), generator=generator).tolist()
-    start, step = time.perf_counter(), 0
+    if state is None:
+        log = runlog.RunLog(cfg.train.output_dir, cfg, total_steps=cfg.train.steps)
+        summary = {"accuracy_before": run_eval(model, tokenizer, task, held_out, greedy, log, 0, chat)}
+        order = torch.randperm(len(train_set), generator=generator).tolist()
+        done = 0
+    else:
+        done, order, summary = state["step"], state["order"], dict(state["summary"])
+        if len(order) != len(train_set):
+            raise ValueError(f"cannot resume: the run drew from {len(order)} training prompts, "
+                             f"this config gives {len(train_set)}")
+        if done >= cfg.train.steps:
+            raise ValueError(f"cannot resume: the run already did {done} steps; "
+                             f"raise train.steps (now {cfg.train.steps}) to train further")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        log = runlog.RunLog(resume, cfg, total_steps=cfg.train.steps, resume_step=done)
+        summary.pop("interrupted_at_step", None)
+    generator_state = generator.get_state()  # the RNG as it was after step `done`
+    start, step, updating = time.perf_counter(), done, False
     try:
-        for step in range(1, cfg.train.steps + 1):
+        for step in range(done + 1, cfg.train.steps + 1):
             first = (step - 1) * cfg.train.prompts_per_step
             picked = [train_set[order[(first + k) % len(order)]] for k in range(cfg.train.prompts_per_step)]
             timings = {}
@@ -165,20 +240,33 @@ def train(cfg: TrainConfig) -> dict:
             timings["rollout"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             log.phase("update")
-            upd = optimise(model, objective, optimizer, roll.batch, cfg, ref_model, generator)
+            updating = True
+            with held_interrupt(log) as interrupted:
+                upd = optimise(model, objective, optimizer, roll.batch, cfg, ref_model, generator)
+                done, generator_state = step, generator.get_state()
+            updating = False
             timings["update"] = time.perf_counter() - t0
             log.write_step(step_metrics(step, roll, upd, task, timings, cfg.train.num_generations),
                            roll.prompts, roll.texts, roll.rewards.tolist(), cfg.train.log_generations)
+            if interrupted:
+                raise KeyboardInterrupt
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
                 run_eval(model, tokenizer, task, held_out, greedy, log, step, chat)
+            if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps:
+                save_state(log.dir, model, optimizer, generator_state, done, order, summary)
             if cfg.train.max_minutes and time.perf_counter() - start > 60 * cfg.train.max_minutes:
                 log.note(f"time budget of {cfg.train.max_minutes} min reached after step {step}")
                 break
     except KeyboardInterrupt:
-        summary["interrupted_at_step"] = step
-        log.note(f"interrupted at step {step}: saving the checkpoint and summary")
-        log.finish(model, tokenizer, {**summary, "steps_done": step - 1})
+        clean = done == step or not updating  # False only after a second Ctrl-C mid-update
+        if clean:
+            save_state(log.dir, model, optimizer, generator_state, done, order, summary)
+        log.note(f"interrupted at step {step}: checkpoint and summary saved"
+                 + (f"; resume with `bgpo train --resume {log.dir}`" if clean else
+                    " (stopped inside an update: the last periodic state.pt, if any, is older)"))
+        log.finish(model, tokenizer, {**summary, "interrupted_at_step": step, "steps_done": done})
         raise
+    save_state(log.dir, model, optimizer, generator_state, done, order, summary)
     summary["accuracy_after"] = run_eval(model, tokenizer, task, held_out, greedy, log, step, chat)
     summary.update(steps_done=step, train_minutes=(time.perf_counter() - start) / 60)
     log.finish(model, tokenizer, summary)

@@ -139,3 +139,153 @@ def test_ctrl_c_leaves_a_usable_run_directory(tiny_checkpoint, tmp_path, monkeyp
     assert summary["interrupted_at_step"] == 2 and summary["steps_done"] == 1
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
     load_model(str(out / "checkpoint"))  # the saved checkpoint loads
+
+
+# --- exact resume -------------------------------------------------------------------------------
+
+_TRAJECTORY_KEYS = ("reward", "loss", "objective", "grad_norm", "elbo_mean", "samples",
+                    "completions/mean_length")
+
+
+def _params(run_dir):
+    return load_model(str(run_dir / "checkpoint"))[0].state_dict()
+
+
+def _trajectory(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(m["step"], *(m[k] for k in _TRAJECTORY_KEYS)) for m in lines]
+
+
+@pytest.fixture(scope="module", params=[("bgpo", 1), ("diffu-grpo", 2)], ids=["bgpo", "diffu-grpo-mu2"])
+def straight_run(request, tiny_checkpoint, tmp_path_factory):
+    """Four steps without a stop: the trajectory every resumed run must repeat bit for bit."""
+    algo, mu = request.param
+    extra = (f"algo.name={algo}", f"train.mu={mu}", "train.steps=4", "train.eval_every=0")
+    out = tmp_path_factory.mktemp("straight") / "run"
+    train(load_train_config(None, _overrides(tiny_checkpoint, out, *extra)))
+    return out, extra
+
+
+def _assert_same_run(a, b):
+    assert _trajectory(a) == _trajectory(b)
+    pa, pb = _params(a), _params(b)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def _resume(run_dir, *overrides):
+    cfg = load_train_config(str(run_dir / "config.yaml"), ["train.steps=4", *overrides])
+    return train(cfg, resume=str(run_dir))
+
+
+def test_finished_run_extended_by_resume_repeats_the_straight_run(straight_run, tiny_checkpoint, tmp_path):
+    straight, extra = straight_run
+    out = tmp_path / "run"
+    train(load_train_config(None, _overrides(tiny_checkpoint, out, *extra, "train.steps=2")))
+    summary = _resume(out)
+    assert summary["steps_done"] == 4
+    _assert_same_run(straight, out)
+    first = json.loads((straight / "summary.json").read_text())
+    assert summary["accuracy_before"] == first["accuracy_before"]
+
+
+def test_ctrl_c_then_resume_repeats_the_straight_run(straight_run, tiny_checkpoint, tmp_path, monkeypatch):
+    from bgpo import trainer
+
+    straight, extra = straight_run
+    real, calls = trainer.collect_rollouts, []
+
+    def interrupt_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "collect_rollouts", interrupt_on_third)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_train_config(None, _overrides(tiny_checkpoint, out, *extra)))
+    assert json.loads((out / "summary.json").read_text())["steps_done"] == 2
+    monkeypatch.setattr(trainer, "collect_rollouts", real)
+    _resume(out)
+    _assert_same_run(straight, out)
+
+
+def test_sigint_during_an_update_lets_it_finish_and_resume_is_exact(straight_run, tiny_checkpoint, tmp_path,
+                                                                     monkeypatch):
+    import signal
+
+    from bgpo import trainer
+
+    straight, extra = straight_run
+    real, calls = trainer.optimise, []
+
+    def sigint_inside_second_update(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered mid-update
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "optimise", sigint_inside_second_update)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_train_config(None, _overrides(tiny_checkpoint, out, *extra)))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted_at_step"] == 2 and summary["steps_done"] == 2  # step 2's update finished
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 2
+    monkeypatch.setattr(trainer, "optimise", real)
+    _resume(out)
+    _assert_same_run(straight, out)
+
+
+def test_resume_drops_records_written_after_the_saved_state(straight_run, tiny_checkpoint, tmp_path):
+    straight, extra = straight_run
+    out = tmp_path / "run"
+    train(load_train_config(None, _overrides(tiny_checkpoint, out, *extra, "train.save_every=2")))
+    # Put the step-2 state back in place, as if the process had died after step 4's records.
+    mid = tmp_path / "mid"
+    train(load_train_config(None, _overrides(tiny_checkpoint, mid, *extra, "train.steps=2")))
+    os.replace(mid / "state.pt", out / "state.pt")
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "rew')  # a torn last line
+    _resume(out)
+    _assert_same_run(straight, out)
+    evals = [json.loads(x)["step"] for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert evals == [0, 4]
+
+
+def test_resume_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(load_train_config(None, _overrides(tiny_checkpoint, out)))
+    with pytest.raises(ValueError, match="already did 2 steps; raise train.steps"):
+        train(load_train_config(str(out / "config.yaml"), []), resume=str(out))
+    with pytest.raises(ValueError, match="drew from 20 training prompts, this config gives 30"):
+        cfg = load_train_config(str(out / "config.yaml"), ["train.steps=3", "task.train_size=30"])
+        train(cfg, resume=str(out))
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "config.yaml does not exist" in err
+
+
+def test_second_sigint_stops_inside_the_update_without_a_torn_state(tiny_checkpoint, tmp_path, monkeypatch):
+    import signal
+
+    from bgpo import trainer
+
+    real, calls = trainer.optimise, []
+
+    def two_sigints_inside_second_update(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the second one stops at once
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "optimise", two_sigints_inside_second_update)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_train_config(None, _overrides(tiny_checkpoint, out, "train.steps=4")))
+    assert json.loads((out / "summary.json").read_text())["steps_done"] == 1
+    assert not (out / "state.pt").exists()  # no state half-way through step 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
