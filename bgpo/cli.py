@@ -63,20 +63,39 @@ def cmd_eval(argv: list[str]) -> None:
     p = _config_parser("bgpo eval", "Greedy held-out accuracy of model.path on the configured task "
                        "(same sampler and reward code as training).")
     p.add_argument("--out", help="write the result (accuracy, reward, samples) to this JSON file")
+    p.add_argument("--samples", type=int, default=0, metavar="K",
+                   help="instead of greedy decoding, sample K completions per puzzle at rollout.temperature "
+                        "and report sampled accuracy and pass@K")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (with --samples)")
     args = p.parse_args(argv)
     path, overrides = _split_config(args)
-    from bgpo.evaluate import evaluate
+    from dataclasses import replace
+
+    import torch
+
+    from bgpo.evaluate import evaluate, sample_evaluate
     from bgpo.models import load_model
     from bgpo.train_config import load_train_config
     from bgpo.trainer import sampler_configs, task_data
 
     cfg = load_train_config(path, overrides)
+    if args.samples < 0:
+        raise ValueError(f"--samples must be >= 0, got {args.samples}")
     model, tokenizer = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
     task, _, held_out = task_data(cfg)
-    result = evaluate(model, tokenizer, task, held_out, sampler_configs(cfg)[1],
-                      chat_template=cfg.model.chat_template)
-    print(f"{cfg.task.name}: accuracy {result['accuracy']:.4f}  reward {result['reward']:.4f}  "
-          f"n={result['n']}  model={cfg.model.path}")
+    rollout, greedy = sampler_configs(cfg)
+    if args.samples:
+        config = replace(rollout, steps=greedy.steps)  # evaluation's step count, rollout temperature
+        generator = torch.Generator().manual_seed(args.seed)
+        result = sample_evaluate(model, tokenizer, task, held_out, config, args.samples, generator,
+                                 chat_template=cfg.model.chat_template)
+        print(f"{cfg.task.name}: sampled accuracy {result['accuracy']:.4f}  pass@{args.samples} "
+              f"{result[f'pass@{args.samples}']:.4f}  reward {result['reward']:.4f}  n={result['n']}  "
+              f"T={config.temperature}  model={cfg.model.path}")
+    else:
+        result = evaluate(model, tokenizer, task, held_out, greedy, chat_template=cfg.model.chat_template)
+        print(f"{cfg.task.name}: accuracy {result['accuracy']:.4f}  reward {result['reward']:.4f}  "
+              f"n={result['n']}  model={cfg.model.path}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)

@@ -72,3 +72,37 @@ def evaluate(
         for e, c, r in zip(examples, completions, rewards, strict=True)
     ]
     return result
+
+
+def sample_evaluate(
+    model, tokenizer, task, examples: Sequence[dict[str, Any]], config: SamplerConfig, k: int,
+    generator: torch.Generator, batch_size: int = 64, chat_template: bool = False,
+) -> dict[str, Any]:
+    """Sampled accuracy: ``k`` completions per example at ``config.temperature``.
+
+    Returns ``accuracy`` (share of all ``n·k`` completions that are correct), ``pass@k`` (share of
+    examples solved at least once), the mean ``reward``, ``n``, ``k`` and the ``(n, k)`` rewards.
+    """
+    if config.temperature <= 0:
+        raise ValueError("sampled evaluation needs a temperature > 0 (use evaluate for greedy)")
+    if k < 1:
+        raise ValueError(f"samples per example must be at least 1, got {k}")
+    if not examples:
+        raise ValueError("evaluation needs at least one example")
+    repeated = [e for e in examples for _ in range(k)]
+    completions: list[str] = []
+    for start in range(0, len(repeated), batch_size):
+        chunk = repeated[start:start + batch_size]
+        _, texts = complete(model, tokenizer, [e["prompt"] for e in chunk], config, generator,
+                            chat_template=chat_template)
+        completions += texts
+    rewards = task.score(repeated, completions)
+    correct = [[task.is_correct(r) for r in rewards[i * k:(i + 1) * k]] for i in range(len(examples))]
+    return {
+        "accuracy": sum(map(sum, correct)) / len(repeated),
+        f"pass@{k}": sum(any(row) for row in correct) / len(examples),
+        "reward": sum(rewards) / len(rewards),
+        "n": len(examples),
+        "k": k,
+        "rewards": [rewards[i * k:(i + 1) * k] for i in range(len(examples))],
+    }

@@ -19,7 +19,7 @@ SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 
 def _countdown_options() -> dict:
-    return {"min_numbers": 3, "max_numbers": 3, "max_value": 12, "max_target": 40}
+    return {"min_numbers": 3, "max_numbers": 3, "max_value": 20, "max_target": 60}
 
 
 @dataclass
@@ -49,7 +49,7 @@ class TaskSection:
     # Held-out prompts from a CSV/JSONL file; empty = the generated test split.
     eval_file: str = ""
     # Generated training puzzles, cycled over in a seeded random order.
-    train_size: int = 1000
+    train_size: int = 10000
     # Held-out puzzles evaluated greedily (paper: the task's test split).
     eval_size: int = 256
     # User reward "module:function" or "file.py:function" with TRL's signature; empty = task's.
@@ -103,7 +103,7 @@ class AlgoSection:
 @dataclass
 class TrainSection:
     # Optimizer steps on-policy; rollout batches when mu > 1 (paper: 560 for Countdown).
-    steps: int = 100
+    steps: int = 300
     # Prompts per rollout batch (paper: 16).
     prompts_per_step: int = 16
     # Responses per prompt G (paper: 8).
@@ -121,7 +121,7 @@ class TrainSection:
     # Run directory: config, metrics.jsonl, generations, curves.png, checkpoint.
     output_dir: str = "runs/countdown-bgpo"
     # Evaluate on the held-out split every this many steps (and before and after); 0 = ends only.
-    eval_every: int = 25
+    eval_every: int = 50
     # Generations per step written to generations.jsonl.
     log_generations: int = 4
     # Stop after this many minutes of training (checkpoint and final eval still run); 0 = off.

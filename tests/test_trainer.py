@@ -289,3 +289,31 @@ def test_second_sigint_stops_inside_the_update_without_a_torn_state(tiny_checkpo
     assert json.loads((out / "summary.json").read_text())["steps_done"] == 1
     assert not (out / "state.pt").exists()  # no state half-way through step 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sampled_evaluation_reports_accuracy_and_pass_at_k_of_its_own_samples():
+    from bgpo.evaluate import sample_evaluate
+    from bgpo.sampler import SamplerConfig
+    from bgpo.tasks import get_task
+    from bgpo.train_config import SHIPPED_MODEL, TrainConfig
+
+    model, tok = load_model(SHIPPED_MODEL)
+    task = get_task("countdown", prompt_style="compact", **TrainConfig().task.options)
+    examples = task.examples("test", 24, seed=0)
+    config = SamplerConfig(16, 16, 16, 1.0)
+
+    def run(k, seed):
+        return sample_evaluate(model, tok, task, examples, config, k, torch.Generator().manual_seed(seed),
+                               batch_size=40)
+
+    result = run(4, 0)
+    correct = [[task.is_correct(r) for r in row] for row in result["rewards"]]
+    assert len(correct) == 24 and all(len(row) == 4 for row in correct)
+    assert result["accuracy"] == sum(map(sum, correct)) / 96
+    assert result["pass@4"] == sum(any(row) for row in correct) / 24
+    assert 0 < result["accuracy"] < result["pass@4"] < 1  # the shipped model solves some, not all
+    assert run(4, 0) == result  # seeded: identical
+    one = run(1, 0)
+    assert one["pass@1"] == one["accuracy"]
+    with pytest.raises(ValueError, match="temperature > 0"):
+        sample_evaluate(model, tok, task, examples, SamplerConfig(16, 16, 16, 0.0), 2, torch.Generator())
