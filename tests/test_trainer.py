@@ -120,18 +120,36 @@ def test_chat_template_flag_needs_a_template():
     assert tok.decode(ids[0][mask[0]]) == "<1 2>3=>" and not mask[1, 0]
 
 
-def test_ctrl_c_leaves_a_usable_run_directory(tiny_checkpoint, tmp_path, monkeypatch):
+def _on_call(monkeypatch, name: str, n: int, action) -> None:
+    """Make ``bgpo.trainer.<name>`` run ``action()`` just before its ``n``-th call."""
     from bgpo import trainer
 
-    real, calls = trainer.collect_rollouts, []
+    real, calls = getattr(trainer, name), []
 
-    def interrupt_on_second(*args, **kwargs):
+    def wrapper(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
+        if len(calls) == n:
+            action()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "collect_rollouts", interrupt_on_second)
+    monkeypatch.setattr(trainer, name, wrapper)
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+def _sigint(times: int = 1):
+    import signal
+
+    def send():
+        for _ in range(times):
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C
+    return send
+
+
+def test_ctrl_c_leaves_a_usable_run_directory(tiny_checkpoint, tmp_path, monkeypatch):
+    _on_call(monkeypatch, "collect_rollouts", 2, _raise_keyboard_interrupt)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(load_train_config(None, _overrides(tiny_checkpoint, out, "train.steps=5")))
@@ -189,50 +207,28 @@ def test_finished_run_extended_by_resume_repeats_the_straight_run(straight_run, 
 
 
 def test_ctrl_c_then_resume_repeats_the_straight_run(straight_run, tiny_checkpoint, tmp_path, monkeypatch):
-    from bgpo import trainer
-
     straight, extra = straight_run
-    real, calls = trainer.collect_rollouts, []
-
-    def interrupt_on_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "collect_rollouts", interrupt_on_third)
+    _on_call(monkeypatch, "collect_rollouts", 3, _raise_keyboard_interrupt)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(load_train_config(None, _overrides(tiny_checkpoint, out, *extra)))
     assert json.loads((out / "summary.json").read_text())["steps_done"] == 2
-    monkeypatch.setattr(trainer, "collect_rollouts", real)
+    monkeypatch.undo()
     _resume(out)
     _assert_same_run(straight, out)
 
 
 def test_sigint_during_an_update_lets_it_finish_and_resume_is_exact(straight_run, tiny_checkpoint, tmp_path,
                                                                      monkeypatch):
-    import signal
-
-    from bgpo import trainer
-
     straight, extra = straight_run
-    real, calls = trainer.optimise, []
-
-    def sigint_inside_second_update(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered mid-update
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "optimise", sigint_inside_second_update)
+    _on_call(monkeypatch, "optimise", 2, _sigint())  # a real Ctrl-C, delivered as step 2's update starts
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(load_train_config(None, _overrides(tiny_checkpoint, out, *extra)))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted_at_step"] == 2 and summary["steps_done"] == 2  # step 2's update finished
     assert torch.load(out / "state.pt", weights_only=True)["step"] == 2
-    monkeypatch.setattr(trainer, "optimise", real)
+    monkeypatch.undo()
     _resume(out)
     _assert_same_run(straight, out)
 
@@ -271,18 +267,7 @@ def test_resume_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
 def test_second_sigint_stops_inside_the_update_without_a_torn_state(tiny_checkpoint, tmp_path, monkeypatch):
     import signal
 
-    from bgpo import trainer
-
-    real, calls = trainer.optimise, []
-
-    def two_sigints_inside_second_update(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)  # the second one stops at once
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "optimise", two_sigints_inside_second_update)
+    _on_call(monkeypatch, "optimise", 2, _sigint(times=2))  # the second one stops at once
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(load_train_config(None, _overrides(tiny_checkpoint, out, "train.steps=4")))
