@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# (Used on an H200 machine to sweep RL settings of the CPU default; see the closing notes of issue 3.)
-# JOBSFILE=FILE runs the jobs listed in FILE instead, e.g. scripts/sweep-jobs-2.txt.
 # Hyper-parameter sweep of `bgpo train` on a machine with many cores and one GPU: each line of
-# JOBS below is one run (name, then key=value overrides of the default config), run in parallel.
+# the job list below is one run (name, then key=value overrides of the default config), all run
+# in parallel; JOBSFILE=FILE runs the jobs listed in FILE instead (e.g. scripts/sweep-jobs-2.txt).
+# Used on a one-GPU machine to choose the RL settings of the CPU default.
 # Results: $OUT/sweep.json (held-out accuracy curve and steps of every run), $OUT/logs.txt.
 set -uo pipefail
 export PYTHONPATH=$PWD OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
