@@ -13,6 +13,7 @@ files, so they read as if the run had never stopped.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import resource
@@ -144,6 +145,11 @@ class RunLog:
                            f"(reward {result['reward']:.3f}, n={result['n']})")
 
     def save_checkpoint(self, model, tokenizer) -> str:
+        """Save ``model`` (LoRA adapters merged into a copy) under ``checkpoint/``."""
+        from bgpo.models.lora import has_lora, merge_lora
+
+        if has_lora(model):
+            model = merge_lora(copy.deepcopy(model))
         final = os.path.join(self.dir, "checkpoint")
         tmp = final + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -34,6 +34,11 @@ class ModelSection:
     gradient_checkpointing: bool = False
     # Wrap prompts in the tokenizer's chat template (instruct models such as LLaDA-8B-Instruct).
     chat_template: bool = False
+    # LoRA rank of adapters on every block's attention and MLP projections; 0 = full fine-tuning.
+    # Only the adapters train; the saved checkpoint has them merged into the weights.
+    lora_rank: int = 0
+    # LoRA scale numerator: the update is (lora_alpha / lora_rank) · B A.
+    lora_alpha: float = 16.0
 
 
 @dataclass
@@ -148,6 +153,8 @@ class TrainConfig:
             raise cfglib.ConfigError(
                 f"train.mu ({t.mu}) must divide the rollout batch "
                 f"({t.prompts_per_step} prompts × {t.num_generations} generations)")
+        if self.model.lora_rank < 0:
+            raise cfglib.ConfigError(f"model.lora_rank must be >= 0, got {self.model.lora_rank}")
         if t.save_every < 0:
             raise cfglib.ConfigError(f"train.save_every must be >= 0, got {t.save_every}")
         if self.algo.n_t < 1:

@@ -34,6 +34,7 @@ from bgpo.algorithms import get_objective, group_advantages
 from bgpo.evaluate import encode_prompts, evaluate
 from bgpo.masking import draw_masks
 from bgpo.models import load_model
+from bgpo.models.lora import apply_lora
 from bgpo.rollout import RolloutBatch
 from bgpo.sampler import SamplerConfig, decode_completions, generate
 from bgpo.tasks import get_task, load_examples
@@ -205,9 +206,11 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     if cfg.model.gradient_checkpointing:
         model.set_gradient_checkpointing(True)
     ref_model = copy.deepcopy(model).eval() if objective.uses_reference else None  # θ_ref = initial θ
+    if cfg.model.lora_rank:
+        apply_lora(model, cfg.model.lora_rank, cfg.model.lora_alpha, seed=cfg.train.seed)
     rollout, greedy = sampler_configs(cfg)
     chat = cfg.model.chat_template
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
                                   weight_decay=cfg.train.weight_decay)
     if state is None:
         log = runlog.RunLog(cfg.train.output_dir, cfg, total_steps=cfg.train.steps)

@@ -174,11 +174,13 @@ def _trajectory(run_dir):
     return [(m["step"], *(m[k] for k in _TRAJECTORY_KEYS)) for m in lines]
 
 
-@pytest.fixture(scope="module", params=[("bgpo", 1), ("diffu-grpo", 2)], ids=["bgpo", "diffu-grpo-mu2"])
+@pytest.fixture(scope="module", params=[("bgpo", 1, 0), ("diffu-grpo", 2, 0), ("bgpo", 1, 2)],
+                ids=["bgpo", "diffu-grpo-mu2", "bgpo-lora"])
 def straight_run(request, tiny_checkpoint, tmp_path_factory):
     """Four steps without a stop: the trajectory every resumed run must repeat bit for bit."""
-    algo, mu = request.param
-    extra = (f"algo.name={algo}", f"train.mu={mu}", "train.steps=4", "train.eval_every=0")
+    algo, mu, lora_rank = request.param
+    extra = (f"algo.name={algo}", f"train.mu={mu}", f"model.lora_rank={lora_rank}", "train.steps=4",
+             "train.eval_every=0")
     out = tmp_path_factory.mktemp("straight") / "run"
     train(load_train_config(None, _overrides(tiny_checkpoint, out, *extra)))
     return out, extra
@@ -302,3 +304,16 @@ def test_sampled_evaluation_reports_accuracy_and_pass_at_k_of_its_own_samples():
     assert one["pass@1"] == one["accuracy"]
     with pytest.raises(ValueError, match="temperature > 0"):
         sample_evaluate(model, tok, task, examples, SamplerConfig(16, 16, 16, 0.0), 2, torch.Generator())
+
+
+def test_lora_training_changes_only_block_projections_and_saves_a_plain_checkpoint(tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    train(load_train_config(None, _overrides(tiny_checkpoint, out, "model.lora_rank=2", "train.steps=3")))
+    before = load_model(tiny_checkpoint)[0].state_dict()
+    after = load_model(str(out / "checkpoint"))[0].state_dict()  # plain: adapters merged
+    assert set(after) == set(before)
+    from bgpo.models.lora import DEFAULT_TARGETS
+
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    adaptable = {f"model.transformer.blocks.0.{t}.weight" for t in DEFAULT_TARGETS}  # one block
+    assert changed and changed <= adaptable  # embeddings, norms and the output head untouched
