@@ -152,10 +152,16 @@ STATE_FILE = "state.pt"
 
 def save_state(run_dir: str, model, optimizer, generator_state: torch.Tensor, step: int,
                order: list[int], summary: dict) -> None:
-    """Write the resumable state of a run after ``step`` (temporary file, then renamed)."""
+    """Write the resumable state of a run after ``step`` (temporary file, then renamed).
+
+    Frozen parameters (the base model under LoRA) are left out: a resumed run reloads them from
+    ``model.path``, where they came from and where they still are unchanged.
+    """
     path = os.path.join(run_dir, STATE_FILE)
     tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save({"format": 1, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    weights = {k: v for k, v in model.state_dict().items() if k not in frozen}
+    torch.save({"format": 1, "step": step, "model": weights, "optimizer": optimizer.state_dict(),
                 "generator": generator_state, "order": order, "summary": summary}, tmp)
     os.replace(tmp, path)
 
@@ -225,7 +231,12 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         if done >= cfg.train.steps:
             raise ValueError(f"cannot resume: the run already did {done} steps; "
                              f"raise train.steps (now {cfg.train.steps}) to train further")
-        model.load_state_dict(state["model"])
+        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or set(missing) - frozen:
+            raise ValueError(f"cannot resume: state.pt does not match this model (missing "
+                             f"{sorted(set(missing) - frozen)[:3]}, unexpected {sorted(unexpected)[:3]}); "
+                             f"was model.lora_rank changed?")
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         log = runlog.RunLog(resume, cfg, total_steps=cfg.train.steps, resume_step=done)

@@ -256,6 +256,9 @@ def test_resume_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
     train(load_train_config(None, _overrides(tiny_checkpoint, out)))
     with pytest.raises(ValueError, match="already did 2 steps; raise train.steps"):
         train(load_train_config(str(out / "config.yaml"), []), resume=str(out))
+    with pytest.raises(ValueError, match="does not match this model"):
+        cfg = load_train_config(str(out / "config.yaml"), ["train.steps=3", "model.lora_rank=2"])
+        train(cfg, resume=str(out))
     with pytest.raises(ValueError, match="drew from 20 training prompts, this config gives 30"):
         cfg = load_train_config(str(out / "config.yaml"), ["train.steps=3", "task.train_size=30"])
         train(cfg, resume=str(out))
@@ -317,3 +320,5 @@ def test_lora_training_changes_only_block_projections_and_saves_a_plain_checkpoi
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     adaptable = {f"model.transformer.blocks.0.{t}.weight" for t in DEFAULT_TARGETS}  # one block
     assert changed and changed <= adaptable  # embeddings, norms and the output head untouched
+    state = torch.load(out / "state.pt", weights_only=True)["model"]
+    assert state and all("lora_" in k for k in state)  # the frozen base is not stored again
