@@ -176,6 +176,24 @@ def load_state(run_dir: str) -> dict:
     return state
 
 
+def restore_state(state: dict, cfg: TrainConfig, num_train: int, model, optimizer, generator) -> None:
+    """Put a saved run's weights, optimizer and RNG back; one-line errors where they cannot fit."""
+    if len(state["order"]) != num_train:
+        raise ValueError(f"cannot resume: the run drew from {len(state['order'])} training prompts, "
+                         f"this config gives {num_train}")
+    if state["step"] >= cfg.train.steps:
+        raise ValueError(f"cannot resume: the run already did {state['step']} steps; "
+                         f"raise train.steps (now {cfg.train.steps}) to train further")
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if unexpected or set(missing) - frozen:
+        raise ValueError(f"cannot resume: state.pt does not match this model (missing "
+                         f"{sorted(set(missing) - frozen)[:3]}, unexpected {sorted(unexpected)[:3]}); "
+                         f"was model.lora_rank changed?")
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+
+
 @contextlib.contextmanager
 def held_interrupt(log: runlog.RunLog):
     """Hold a first Ctrl-C inside the block: the yielded list records it for the caller to act
@@ -224,23 +242,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         order = torch.randperm(len(train_set), generator=generator).tolist()
         done = 0
     else:
+        restore_state(state, cfg, len(train_set), model, optimizer, generator)
         done, order, summary = state["step"], state["order"], dict(state["summary"])
-        if len(order) != len(train_set):
-            raise ValueError(f"cannot resume: the run drew from {len(order)} training prompts, "
-                             f"this config gives {len(train_set)}")
-        if done >= cfg.train.steps:
-            raise ValueError(f"cannot resume: the run already did {done} steps; "
-                             f"raise train.steps (now {cfg.train.steps}) to train further")
-        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        if unexpected or set(missing) - frozen:
-            raise ValueError(f"cannot resume: state.pt does not match this model (missing "
-                             f"{sorted(set(missing) - frozen)[:3]}, unexpected {sorted(unexpected)[:3]}); "
-                             f"was model.lora_rank changed?")
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
         log = runlog.RunLog(resume, cfg, total_steps=cfg.train.steps, resume_step=done)
-        summary.pop("interrupted_at_step", None)
     generator_state = generator.get_state()  # the RNG as it was after step `done`
     start, step, updating = time.perf_counter(), done, False
     try:
