@@ -75,6 +75,9 @@ class RolloutSection:
     remasking: str = "low_confidence"
     # Diffusion steps for evaluation; 0 = same as steps (paper: 256 for Countdown/Sudoku).
     eval_steps: int = 0
+    # Make the first of each prompt's G responses the greedy (T = 0) decode, so every group
+    # compares samples with what greedy decoding answers (self-critical); false = all sampled.
+    greedy_in_group: bool = False
 
 
 @dataclass

@@ -25,7 +25,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -36,7 +36,7 @@ from bgpo.masking import draw_masks
 from bgpo.models import load_model
 from bgpo.models.lora import apply_lora
 from bgpo.rollout import RolloutBatch
-from bgpo.sampler import SamplerConfig, decode_completions, generate
+from bgpo.sampler import Generation, SamplerConfig, decode_completions, generate
 from bgpo.tasks import get_task, load_examples
 from bgpo.train_config import TrainConfig
 from bgpo.update import compute_old, streaming_update
@@ -81,13 +81,34 @@ def sampler_configs(cfg: TrainConfig) -> tuple[SamplerConfig, SamplerConfig]:
     return rollout, greedy
 
 
+def generate_groups(model, ids, mask, sampler: SamplerConfig, generator, g_size: int, greedy_first: bool):
+    """Generate every row; with ``greedy_first`` the first row of each group of ``g_size`` is decoded
+    greedily (the rest sampled), and the rows come back in their original order."""
+    if not greedy_first:
+        return generate(model, ids, mask, sampler, generator=generator)
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    first, rest = rows[rows % g_size == 0], rows[rows % g_size != 0]
+    greedy = generate(model, ids[first], mask[first], replace(sampler, temperature=0.0), generator=generator)
+    parts = [(first, greedy)]
+    if len(rest):
+        parts.append((rest, generate(model, ids[rest], mask[rest], sampler, generator=generator)))
+    merged = {}
+    for f in fields(Generation):
+        template = getattr(greedy, f.name)
+        out = template.new_empty((ids.shape[0], *template.shape[1:]))
+        for index, gen in parts:
+            out[index] = getattr(gen, f.name)
+        merged[f.name] = out
+    return Generation(**merged)
+
+
 def collect_rollouts(model, tokenizer, task, examples, cfg, sampler, generator) -> Rollouts:
     """Sample G responses per prompt, score them, and package the update's batch."""
     g_size = cfg.train.num_generations
     repeated = [e for e in examples for _ in range(g_size)]
     device = next(model.parameters()).device
     ids, mask = encode_prompts(tokenizer, [e["prompt"] for e in repeated], device, cfg.model.chat_template)
-    gen = generate(model, ids, mask, sampler, generator=generator)
+    gen = generate_groups(model, ids, mask, sampler, generator, g_size, cfg.rollout.greedy_in_group)
     texts = decode_completions(tokenizer, gen)
     rewards = torch.tensor(task.score(repeated, texts), dtype=torch.float64)
     adv = group_advantages(rewards, g_size, scale=cfg.algo.scale_advantages)

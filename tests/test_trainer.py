@@ -322,3 +322,26 @@ def test_lora_training_changes_only_block_projections_and_saves_a_plain_checkpoi
     assert changed and changed <= adaptable  # embeddings, norms and the output head untouched
     state = torch.load(out / "state.pt", weights_only=True)["model"]
     assert state and all("lora_" in k for k in state)  # the frozen base is not stored again
+
+
+def test_greedy_in_group_puts_the_greedy_decode_first_in_every_group(tiny_checkpoint):
+    from dataclasses import fields
+
+    from bgpo.evaluate import encode_prompts
+    from bgpo.sampler import Generation, SamplerConfig, generate
+    from bgpo.trainer import generate_groups
+
+    model, tok = load_model(tiny_checkpoint)
+    prompts = [p for p in ("1 2>3=", "10 4 7>21=") for _ in range(3)]
+    ids, mask = encode_prompts(tok, prompts, "cpu")
+    sampled = SamplerConfig(8, 4, 8, 1.0)
+    got = generate_groups(model, ids, mask, sampled, torch.Generator().manual_seed(5), 3, greedy_first=True)
+    first, rest = torch.tensor([0, 3]), torch.tensor([1, 2, 4, 5])
+    greedy = generate(model, ids[first], mask[first], SamplerConfig(8, 4, 8, 0.0))
+    others = generate(model, ids[rest], mask[rest], sampled, generator=torch.Generator().manual_seed(5))
+    for f in fields(Generation):
+        assert torch.equal(getattr(got, f.name)[first], getattr(greedy, f.name)), f.name
+        assert torch.equal(getattr(got, f.name)[rest], getattr(others, f.name)), f.name
+    plain = generate_groups(model, ids, mask, sampled, torch.Generator().manual_seed(5), 3, False)
+    direct = generate(model, ids, mask, sampled, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(plain.sequences, direct.sequences)
