@@ -56,14 +56,8 @@ def evaluate(
         raise ValueError("evaluation decodes greedily: sampler temperature must be 0")
     if not examples:
         raise ValueError("evaluation needs at least one example")
-    completions: list[str] = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
-        _, texts = complete(model, tokenizer, [e["prompt"] for e in chunk], config,
-                            chat_template=chat_template)
-        completions += texts
-        if progress is not None:
-            progress(len(completions), len(examples))
+    completions = _complete_batched(model, tokenizer, examples, config, None, batch_size, chat_template,
+                                    progress)
     rewards = task.score(examples, completions)
     result = task.metrics(rewards)
     result["n"] = len(examples)
@@ -90,19 +84,29 @@ def sample_evaluate(
     if not examples:
         raise ValueError("evaluation needs at least one example")
     repeated = [e for e in examples for _ in range(k)]
-    completions: list[str] = []
-    for start in range(0, len(repeated), batch_size):
-        chunk = repeated[start:start + batch_size]
-        _, texts = complete(model, tokenizer, [e["prompt"] for e in chunk], config, generator,
-                            chat_template=chat_template)
-        completions += texts
+    completions = _complete_batched(model, tokenizer, repeated, config, generator, batch_size, chat_template)
     rewards = task.score(repeated, completions)
-    correct = [[task.is_correct(r) for r in rewards[i * k:(i + 1) * k]] for i in range(len(examples))]
+    per_example = [rewards[i * k:(i + 1) * k] for i in range(len(examples))]
+    correct = [[task.is_correct(r) for r in row] for row in per_example]
     return {
         "accuracy": sum(map(sum, correct)) / len(repeated),
         f"pass@{k}": sum(any(row) for row in correct) / len(examples),
         "reward": sum(rewards) / len(rewards),
         "n": len(examples),
         "k": k,
-        "rewards": [rewards[i * k:(i + 1) * k] for i in range(len(examples))],
+        "rewards": per_example,
     }
+
+
+def _complete_batched(model, tokenizer, examples, config, generator, batch_size, chat_template,
+                      progress=None) -> list[str]:
+    """Completions of every example's prompt, ``batch_size`` prompts per sampler call."""
+    completions: list[str] = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        _, texts = complete(model, tokenizer, [e["prompt"] for e in chunk], config, generator,
+                            chat_template=chat_template)
+        completions += texts
+        if progress is not None:
+            progress(len(completions), len(examples))
+    return completions

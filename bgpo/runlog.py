@@ -46,14 +46,42 @@ def fresh_dir(path: str) -> str:
     return candidate
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a per-process temporary file, synced, then renamed."""
+def write_file_atomic(path: str, write) -> None:
+    """Call ``write(tmp)`` on a per-process temporary name beside ``path``, sync it, rename it."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
+    write(tmp)
+    with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a per-process temporary file, synced, then renamed."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    write_file_atomic(path, write)
+
+
+def save_checkpoint(model, tokenizer, run_dir: str) -> str:
+    """``save_pretrained`` model and tokenizer into ``run_dir/checkpoint`` through a temporary
+    directory, swapped in only once complete; LoRA adapters are merged into a copy first."""
+    from bgpo.models.lora import has_lora, merge_lora
+
+    if has_lora(model):
+        model = merge_lora(copy.deepcopy(model))
+    final = os.path.join(run_dir, "checkpoint")
+    tmp = os.path.join(run_dir, f".checkpoint.tmp-{os.getpid()}")
+    old = os.path.join(run_dir, f".checkpoint.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if os.path.exists(final):
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def _records_up_to(path: str, step: int) -> list[dict]:
@@ -145,19 +173,7 @@ class RunLog:
                            f"(reward {result['reward']:.3f}, n={result['n']})")
 
     def save_checkpoint(self, model, tokenizer) -> str:
-        """Save ``model`` (LoRA adapters merged into a copy) under ``checkpoint/``."""
-        from bgpo.models.lora import has_lora, merge_lora
-
-        if has_lora(model):
-            model = merge_lora(copy.deepcopy(model))
-        final = os.path.join(self.dir, "checkpoint")
-        tmp = final + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        return final
+        return save_checkpoint(model, tokenizer, self.dir)
 
     def plot(self) -> None:
         import matplotlib

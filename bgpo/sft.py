@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from bgpo.config import ConfigError, describe, load, to_dict
 from bgpo.elbo import masked_logprob_sums
 from bgpo.evaluate import evaluate
 from bgpo.models import LLaDAConfig, LLaDAModelLM, char_tokenizer, load_model, special_tokens
-from bgpo.runlog import fresh_dir, write_atomic
+from bgpo.runlog import fresh_dir, save_checkpoint, write_atomic
 from bgpo.sampler import left_pad
 from bgpo.sft_config import (  # noqa: F401  (re-exported: bgpo.sft is the public entry point)
     ALIASES,
@@ -213,32 +212,18 @@ def build_model(cfg: ModelSection, generator: torch.Generator):
     return model.to(cfg.device), tokenizer
 
 
-def save_checkpoint(model, tokenizer, run_dir: Path) -> Path:
-    """``save_pretrained`` model and tokenizer into ``run_dir/checkpoint`` via a temp dir + rename."""
-    final = run_dir / "checkpoint"
-    tmp, old = run_dir / f".checkpoint.tmp-{os.getpid()}", run_dir / f".checkpoint.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 class RunDir:
     """The run directory (``train.output_dir``, or ``-2``, ``-3``, ... if that one is taken, as for
-    ``bgpo train``): resolved config, metrics and generations, each rewritten atomically."""
+    ``bgpo train``): resolved config (written atomically), metrics (appended line by line and
+    flushed) and generations (written atomically)."""
 
     def __init__(self, cfg: SFTConfig):
         self.path = Path(fresh_dir(cfg.train.output_dir))
-        self.records: list[dict[str, Any]] = []
         write_atomic(str(self.path / "config.yaml"), yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     def log(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        write_atomic(str(self.path / "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in self.records))
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def write_generations(self, samples: list[dict[str, Any]]) -> None:
         write_atomic(str(self.path / "generations.jsonl"), "".join(json.dumps(s) + "\n" for s in samples))
@@ -353,7 +338,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     tokenizer, loadable with :func:`bgpo.models.load_model`)."""
     s = Session.start(cfg)
     steps, result, stopped = _train(s)
-    checkpoint = save_checkpoint(s.model, s.tokenizer, s.run.path)
+    checkpoint = save_checkpoint(s.model, s.tokenizer, str(s.run.path))
     s.run.write_generations(result["samples"])
     summary: dict[str, Any] = {
         "kind": "final", "steps": steps, "stopped_in_window": stopped, "task": s.task.name,

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from bgpo import config as cfglib
 from bgpo.algorithms import get_objective
 from bgpo.sampler import SamplerConfig
+from bgpo.sft_config import COUNTDOWN_OPTIONS
 
 SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "checkpoints", "countdown-tiny")
 
 
 def _countdown_options() -> dict:
-    return {"min_numbers": 3, "max_numbers": 3, "max_value": 20, "max_target": 60}
+    return dict(COUNTDOWN_OPTIONS)  # the puzzles the shipped model was trained on
 
 
 @dataclass

@@ -178,13 +178,16 @@ def save_state(run_dir: str, model, optimizer, generator_state: torch.Tensor, st
     Frozen parameters (the base model under LoRA) are left out: a resumed run reloads them from
     ``model.path``, where they came from and where they still are unchanged.
     """
-    path = os.path.join(run_dir, STATE_FILE)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    frozen = _frozen(model)
     weights = {k: v for k, v in model.state_dict().items() if k not in frozen}
-    torch.save({"format": 1, "step": step, "model": weights, "optimizer": optimizer.state_dict(),
-                "generator": generator_state, "order": order, "summary": summary}, tmp)
-    os.replace(tmp, path)
+    state = {"format": 1, "step": step, "model": weights, "optimizer": optimizer.state_dict(),
+             "generator": generator_state, "order": order, "summary": summary}
+    runlog.write_file_atomic(os.path.join(run_dir, STATE_FILE), lambda tmp: torch.save(state, tmp))
+
+
+def _frozen(model) -> set[str]:
+    """Names of the parameters that do not train (the base model under LoRA)."""
+    return {name for name, p in model.named_parameters() if not p.requires_grad}
 
 
 def load_state(run_dir: str) -> dict:
@@ -205,7 +208,7 @@ def restore_state(state: dict, cfg: TrainConfig, num_train: int, model, optimize
     if state["step"] >= cfg.train.steps:
         raise ValueError(f"cannot resume: the run already did {state['step']} steps; "
                          f"raise train.steps (now {cfg.train.steps}) to train further")
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    frozen = _frozen(model)
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected or set(missing) - frozen:
         raise ValueError(f"cannot resume: state.pt does not match this model (missing "
