@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -109,19 +110,37 @@ class Pool:
     responses: torch.Tensor  # (N, L) long: answer ids then EOS up to L
 
 
-def answer_text(task: Task, example: dict[str, Any]) -> str:
+def answer_text(task: Task, example: dict[str, Any], solution: str | None = None) -> str:
     """The reference answer a completion should be: the bare solution, or it in <answer> tags."""
-    solution = str(example["solution"])
+    solution = str(example["solution"]) if solution is None else solution
     return solution if task.prompt_style == "compact" else f"<answer>\n{solution}\n</answer>"
 
 
-def encode_pool(task: Task, examples: list[dict[str, Any]], tokenizer, length: int) -> Pool:
-    """Encode ``examples`` with their reference answers; one-line errors for unusable data."""
+def lazy_answer(task: Task, example: dict[str, Any]) -> str:
+    """The lazy teacher's answer (``data.lazy_fraction``): Countdown's numbers summed in order."""
+    if task.name != "countdown":
+        raise ValueError(f"{task.name}: no lazy teacher (data.lazy_fraction needs countdown)")
+    return answer_text(task, example, "+".join(map(str, example["numbers"])))
+
+
+def reference_answers(task: Task, examples: list[dict[str, Any]], lazy_fraction: float = 0.0,
+                      seed: int = 0) -> list[str]:
+    """The solver's answer of every example (checked: each scores full reward), with a seeded
+    ``lazy_fraction`` of them (rounded to whole examples) replaced by :func:`lazy_answer`."""
     answers = [answer_text(task, e) for e in examples]
     rewards = task.score(examples, answers)
     bad = next((a for a, r in zip(answers, rewards, strict=True) if not task.is_correct(r)), None)
     if bad is not None:
         raise ValueError(f"{task.name}: reference answer {bad!r} does not score full reward")
+    n_lazy = round(lazy_fraction * len(examples))
+    for i in random.Random(f"lazy-{seed}").sample(range(len(examples)), n_lazy):
+        answers[i] = lazy_answer(task, examples[i])
+    return answers
+
+
+def encode_pool(task: Task, examples: list[dict[str, Any]], answers: list[str], tokenizer,
+                length: int) -> Pool:
+    """Encode ``examples`` with ``answers``; one-line errors for unusable data."""
     eos, unk = tokenizer.eos_token_id, tokenizer.unk_token_id
     prompts, responses = [], torch.full((len(examples), length), eos, dtype=torch.long)
     for row, (example, answer) in enumerate(zip(examples, answers, strict=True)):
@@ -149,12 +168,15 @@ def _task(name: str, prompt_style: str, options: dict[str, Any], where: str) -> 
 def build_data(cfg: DataSection, tokenizer, seed: int) -> tuple[Task, list[Pool], Task | None]:
     """The main task, the training pools (main first, then the mixed-in task's), the mixed task."""
     task = _task(cfg.task, cfg.prompt_style, cfg.task_options, "data.task_options")
-    pools = [encode_pool(task, task.examples("train", cfg.train_size, seed), tokenizer, cfg.response_length)]
+    examples = task.examples("train", cfg.train_size, seed)
+    answers = reference_answers(task, examples, cfg.lazy_fraction, seed)
+    pools = [encode_pool(task, examples, answers, tokenizer, cfg.response_length)]
     mix = None
     if cfg.mix_task is not None and cfg.mix_fraction > 0:
         mix = _task(cfg.mix_task, cfg.prompt_style, cfg.mix_options, "data.mix_options")
         examples = mix.examples("train", cfg.mix_train_size, seed)
-        pools.append(encode_pool(mix, examples, tokenizer, cfg.response_length))
+        pools.append(encode_pool(mix, examples, reference_answers(mix, examples), tokenizer,
+                                 cfg.response_length))
     return task, pools, mix
 
 

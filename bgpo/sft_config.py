@@ -15,6 +15,7 @@ from bgpo.sampler import SamplerConfig
 COUNTDOWN_OPTIONS = {"min_numbers": 3, "max_numbers": 3, "max_value": 20, "max_target": 60}
 SUDOKU_OPTIONS = {"min_empty": 4, "max_empty": 8}
 SCHEDULES = ("cosine", "constant")
+LAZY_TASKS = ("countdown",)  # tasks with a lazy teacher (data.lazy_fraction)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -67,10 +68,19 @@ class DataSection:
     mix_fraction: float = 0.25
     # Response length L: the answer, then EOS up to L tokens.
     response_length: int = 16
+    # Share of the main task's training puzzles whose answer comes from a lazy teacher instead of
+    # the solver (Countdown: the numbers added in the order given, right only when that sum is
+    # the target). It plants a habit that costs accuracy and that RL can find from the reward
+    # alone; 0 = every answer from the solver. The puzzles are drawn once, from the data seed.
+    lazy_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _positive(self, "train_size", "mix_train_size", "response_length")
         _require(0.0 <= self.mix_fraction < 1.0, f"mix_fraction must be in [0, 1), got {self.mix_fraction}")
+        _require(0.0 <= self.lazy_fraction <= 1.0,
+                 f"lazy_fraction must be in [0, 1], got {self.lazy_fraction}")
+        _require(self.lazy_fraction == 0 or self.task in LAZY_TASKS,
+                 f"lazy_fraction needs a task with a lazy teacher {LAZY_TASKS}, got {self.task!r}")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 # Hyper-parameter sweep of `bgpo train` on a machine with many cores and one GPU: each line of
 # the job list below is one run (name, then key=value overrides of the default config), all run
 # in parallel; JOBSFILE=FILE runs the jobs listed in FILE instead (e.g. scripts/sweep-jobs-2.txt).
+# EXTRA="key=value ..." is added to every RL run (e.g. task.eval_size=1024).
 # Used on a one-GPU machine to choose the RL settings of the CPU default.
 # Results: $OUT/sweep.json (held-out accuracy curve and steps of every run), $OUT/logs.txt.
 set -uo pipefail
@@ -9,7 +10,7 @@ export PYTHONPATH=$PWD OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/sweep}; W=/tmp/sweep; mkdir -p "$OUT" "$W"
 DEV=${DEV:-cuda}; STEPS=${STEPS:-300}
 BUDGET=${BUDGET:-480}; DEADLINE=$(( $(date +%s) + BUDGET ))  # every run's training ends by then
-COMMON="model.device=$DEV train.steps=$STEPS train.eval_every=50 train.log_generations=0"
+COMMON="model.device=$DEV train.steps=$STEPS train.eval_every=50 train.log_generations=0 ${EXTRA:-}"
 run() {  # name, overrides...
   local name=$1; shift
   local minutes; minutes=$(python -c "print(max(0.2, ($DEADLINE - $(date +%s) - 45) / 60))")
@@ -19,11 +20,12 @@ sft_then_rl() {  # name, sft overrides ; rl runs at two learning rates
   local name=$1; shift
   python -m bgpo.cli sft configs/sft-countdown-tiny.yaml model.device=$DEV train.output_dir=$W/$name "$@" \
     > $W/$name.log 2>&1
+  mkdir -p "$OUT/ckpt/$name" && cp $W/$name/checkpoint/* "$OUT/ckpt/$name/"
   run $name-lr5e-5 model.path=$W/$name/checkpoint &
   run $name-lr1e-4 model.path=$W/$name/checkpoint train.lr=1e-4 &
   wait
 }
-export -f run sft_then_rl; export COMMON W DEV DEADLINE
+export -f run sft_then_rl; export COMMON W DEV DEADLINE OUT
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
 cat > $W/jobs <<'J'
 run base
