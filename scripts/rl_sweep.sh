@@ -2,7 +2,8 @@
 # Hyper-parameter sweep of `bgpo train` on a machine with many cores and one GPU: each line of
 # the job list below is one run (name, then key=value overrides of the default config), all run
 # in parallel; JOBSFILE=FILE runs the jobs listed in FILE instead (e.g. scripts/sweep-jobs-2.txt).
-# EXTRA="key=value ..." is added to every RL run (e.g. task.eval_size=1024).
+# EXTRA="key=value ..." is added to every RL run (e.g. task.eval_size=1024); LR2 is the second
+# learning rate of sft_then_rl (default 1e-4).
 # Used on a one-GPU machine to choose the RL settings of the CPU default.
 # Results: $OUT/sweep.json (held-out accuracy curve and steps of every run), $OUT/logs.txt.
 set -uo pipefail
@@ -22,7 +23,7 @@ sft_then_rl() {  # name, sft overrides ; rl runs at two learning rates
     > $W/$name.log 2>&1
   mkdir -p "$OUT/ckpt/$name" && cp $W/$name/checkpoint/* "$OUT/ckpt/$name/"
   run $name-lr5e-5 model.path=$W/$name/checkpoint &
-  run $name-lr1e-4 model.path=$W/$name/checkpoint train.lr=1e-4 &
+  run $name-lr${LR2:-1e-4} model.path=$W/$name/checkpoint train.lr=${LR2:-1e-4} &
   wait
 }
 export -f run sft_then_rl; export COMMON W DEV DEADLINE OUT

@@ -11,7 +11,9 @@ from conftest import InputRecorder, tiny_model
 
 from bgpo.config import ConfigError, field_paths, load
 from bgpo.models import load_model
-from bgpo.sft import ALIASES, SFTConfig, main, run_sft, sft_loss
+from bgpo.sft import ALIASES, SFTConfig, build_data, main, reference_answers, run_sft, sft_loss
+from bgpo.sft_config import DataSection
+from bgpo.tasks import get_task
 
 
 def fixed_batch():
@@ -114,6 +116,8 @@ def test_run_stops_when_accuracy_enters_the_window_and_never_overwrites(tmp_path
     (["no_such_key=1"], ConfigError, "no_such_key"),
     (["data.task_options={max_value: 0}"], ConfigError, "data.task_options"),
     (["eval.gen_length=10", "eval.block_length=4"], ConfigError, "block_length"),
+    (["data.lazy_fraction=1.5"], ConfigError, "lazy_fraction"),
+    (["data.task=sudoku", "data.lazy_fraction=0.5"], ConfigError, "lazy_fraction"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, argv, error, words):
     with pytest.raises(error) as info:
@@ -128,3 +132,36 @@ def test_help_lists_every_field(capsys):
     for path in field_paths(SFTConfig):
         assert f"  {path.split('.')[1]} = " in text
     assert len(dataclasses.fields(SFTConfig)) == 4
+
+
+def test_lazy_teacher_replaces_a_seeded_share_of_the_answers():
+    task = get_task("countdown", prompt_style="compact", max_value=20, max_target=60)
+    examples = task.examples("train", 200, seed=0)
+    clean = reference_answers(task, examples)
+    assert clean == [e["solution"] for e in examples]
+    lazy = reference_answers(task, examples, lazy_fraction=0.3, seed=0)
+    changed = [i for i, (a, b) in enumerate(zip(clean, lazy, strict=True)) if a != b]
+    summed = [i for i, e in enumerate(examples) if lazy[i] == "+".join(map(str, e["numbers"]))]
+    # 60 answers replaced, except where the solver's answer already was the in-order sum
+    assert len(summed) >= 60 and set(changed) <= set(summed) and len(changed) >= 55
+    assert reference_answers(task, examples, lazy_fraction=0.3, seed=0) == lazy  # deterministic
+    assert reference_answers(task, examples, lazy_fraction=0.3, seed=1) != lazy  # seeded
+    assert reference_answers(task, examples, lazy_fraction=1.0, seed=0) == [
+        "+".join(map(str, e["numbers"])) for e in examples]
+    rewards = task.score(examples, lazy)
+    wrong = [i for i, r in enumerate(rewards) if not task.is_correct(r)]
+    # a lazy answer is right exactly when the numbers sum to the target
+    assert wrong and all(sum(examples[i]["numbers"]) != examples[i]["target"] for i in wrong)
+    d1 = get_task("countdown", prompt_style="d1", max_value=20, max_target=60)
+    tagged = reference_answers(d1, examples[:10], lazy_fraction=1.0)
+    assert tagged[0] == "<answer>\n" + "+".join(map(str, examples[0]["numbers"])) + "\n</answer>"
+
+
+def test_lazy_answers_reach_the_training_pool(tmp_path):
+    from bgpo.models import char_tokenizer
+    tok = char_tokenizer()
+    cfg = DataSection(train_size=50, mix_task=None, lazy_fraction=1.0)
+    task, pools, _ = build_data(cfg, tok, seed=0)
+    examples = task.examples("train", 50, seed=0)
+    first = tok.decode(pools[0].responses[0].tolist(), skip_special_tokens=True)
+    assert first == "+".join(map(str, examples[0]["numbers"]))
