@@ -12,8 +12,10 @@ masked; the loss is the mask-weighted cross-entropy on the masked response token
 4x4 Sudoku data mixed in, evaluates held-out Countdown accuracy with the shared greedy sampler
 (:func:`bgpo.evaluate.evaluate`), and can stop as soon as that accuracy first enters a window
 (``eval.stop_at_accuracy_min``/``max``), to make a deliberately imperfect starting point that RL
-can visibly improve. The defaults reproduce ``checkpoints/countdown-tiny``, which is imperfect
-(25.8% held-out) through its fixed budget instead: a 0.9 M-parameter model, 4000 steps, no window.
+can visibly improve. ``configs/sft-countdown-tiny.yaml`` reproduces ``checkpoints/countdown-tiny``,
+which is imperfect (15.2% held-out) through its fixed budget (a 0.9 M-parameter model, 6000 steps,
+no window) and a planted habit: 35% of its Countdown answers come from a lazy teacher that adds
+the numbers in order (``data.lazy_fraction``, :func:`reference_answers`), which RL can unlearn.
 
 Departures from LLaDA: the loss divides by the fixed response length ``L`` rather than by each
 answer's own length (all responses here share one ``L``, so this is a constant rescaling); the
