@@ -54,8 +54,6 @@ def evaluate(
     """Accuracy and mean reward of greedy completions on ``examples``, plus the samples."""
     if config.temperature != 0:
         raise ValueError("evaluation decodes greedily: sampler temperature must be 0")
-    if not examples:
-        raise ValueError("evaluation needs at least one example")
     completions = _complete_batched(model, tokenizer, examples, config, None, batch_size, chat_template,
                                     progress)
     rewards = task.score(examples, completions)
@@ -81,8 +79,6 @@ def sample_evaluate(
         raise ValueError("sampled evaluation needs a temperature > 0 (use evaluate for greedy)")
     if k < 1:
         raise ValueError(f"samples per example must be at least 1, got {k}")
-    if not examples:
-        raise ValueError("evaluation needs at least one example")
     repeated = [e for e in examples for _ in range(k)]
     completions = _complete_batched(model, tokenizer, repeated, config, generator, batch_size, chat_template)
     rewards = task.score(repeated, completions)
@@ -101,6 +97,8 @@ def sample_evaluate(
 def _complete_batched(model, tokenizer, examples, config, generator, batch_size, chat_template,
                       progress=None) -> list[str]:
     """Completions of every example's prompt, ``batch_size`` prompts per sampler call."""
+    if not examples:
+        raise ValueError("evaluation needs at least one example")
     completions: list[str] = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]

@@ -47,6 +47,7 @@ from bgpo.sampler import left_pad
 from bgpo.sft_config import (  # noqa: F401  (re-exported: bgpo.sft is the public entry point)
     ALIASES,
     COUNTDOWN_OPTIONS,
+    LAZY_TEACHERS,
     SCHEDULES,
     SUDOKU_OPTIONS,
     DataSection,
@@ -118,25 +119,22 @@ def answer_text(task: Task, example: dict[str, Any], solution: str | None = None
     return solution if task.prompt_style == "compact" else f"<answer>\n{solution}\n</answer>"
 
 
-def lazy_answer(task: Task, example: dict[str, Any]) -> str:
-    """The lazy teacher's answer (``data.lazy_fraction``): Countdown's numbers summed in order."""
-    if task.name != "countdown":
-        raise ValueError(f"{task.name}: no lazy teacher (data.lazy_fraction needs countdown)")
-    return answer_text(task, example, "+".join(map(str, example["numbers"])))
-
-
 def reference_answers(task: Task, examples: list[dict[str, Any]], lazy_fraction: float = 0.0,
                       seed: int = 0) -> list[str]:
     """The solver's answer of every example (checked: each scores full reward), with a seeded
-    ``lazy_fraction`` of them (rounded to whole examples) replaced by :func:`lazy_answer`."""
+    ``lazy_fraction`` of them (rounded to whole examples) replaced by the task's lazy teacher's
+    (``LAZY_TEACHERS``; Countdown: the numbers summed in the order given)."""
     answers = [answer_text(task, e) for e in examples]
     rewards = task.score(examples, answers)
     bad = next((a for a, r in zip(answers, rewards, strict=True) if not task.is_correct(r)), None)
     if bad is not None:
         raise ValueError(f"{task.name}: reference answer {bad!r} does not score full reward")
     n_lazy = round(lazy_fraction * len(examples))
+    if n_lazy and task.name not in LAZY_TEACHERS:
+        raise ValueError(f"{task.name}: no lazy teacher (data.lazy_fraction needs one of "
+                         f"{tuple(LAZY_TEACHERS)})")
     for i in random.Random(f"lazy-{seed}").sample(range(len(examples)), n_lazy):
-        answers[i] = lazy_answer(task, examples[i])
+        answers[i] = answer_text(task, examples[i], LAZY_TEACHERS[task.name](examples[i]))
     return answers
 
 

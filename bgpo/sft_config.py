@@ -16,7 +16,8 @@ from bgpo.sampler import SamplerConfig
 COUNTDOWN_OPTIONS = {"min_numbers": 3, "max_numbers": 3, "max_value": 20, "max_target": 60}
 SUDOKU_OPTIONS = {"min_empty": 4, "max_empty": 8}
 SCHEDULES = ("cosine", "constant")
-LAZY_TASKS = ("countdown",)  # tasks with a lazy teacher (data.lazy_fraction)
+# The lazy teacher of each task that has one (data.lazy_fraction): example -> bare answer.
+LAZY_TEACHERS = {"countdown": lambda example: "+".join(map(str, example["numbers"]))}
 
 
 def _require(ok: bool, message: str) -> None:
@@ -80,8 +81,8 @@ class DataSection:
         _require(0.0 <= self.mix_fraction < 1.0, f"mix_fraction must be in [0, 1), got {self.mix_fraction}")
         _require(0.0 <= self.lazy_fraction <= 1.0,
                  f"lazy_fraction must be in [0, 1], got {self.lazy_fraction}")
-        _require(self.lazy_fraction == 0 or self.task in LAZY_TASKS,
-                 f"lazy_fraction needs a task with a lazy teacher {LAZY_TASKS}, got {self.task!r}")
+        _require(self.lazy_fraction == 0 or self.task in LAZY_TEACHERS,
+                 f"lazy_fraction needs a task with a lazy teacher {tuple(LAZY_TEACHERS)}, got {self.task!r}")
 
 
 @dataclass

@@ -165,3 +165,11 @@ def test_lazy_answers_reach_the_training_pool(tmp_path):
     examples = task.examples("train", 50, seed=0)
     first = tok.decode(pools[0].responses[0].tolist(), skip_special_tokens=True)
     assert first == "+".join(map(str, examples[0]["numbers"]))
+
+
+def test_lazy_fraction_on_a_task_without_a_lazy_teacher_is_an_error():
+    sudoku = get_task("sudoku", prompt_style="compact")
+    examples = sudoku.examples("train", 4, seed=0)
+    assert reference_answers(sudoku, examples, lazy_fraction=0.0) == [e["solution"] for e in examples]
+    with pytest.raises(ValueError, match="sudoku: no lazy teacher"):
+        reference_answers(sudoku, examples, lazy_fraction=0.5)
